@@ -1,0 +1,344 @@
+// lstm_cpu.cpp — the CPU kernels of the torchlstm ops.
+//
+// One direction of one layer over a whole sequence, forward and backward through time,
+// in C++. The structure (and the CUDA kernels follow it):
+//   forward:  gates = x W_ih^T + b             one GEMM over all T*B rows
+//             per step: gates[t] += h W_hh^T   one GEMM (BLAS called directly, blas.h: no
+//                                              dispatcher round-trip, no allocation)
+//                       fused pass: 4 gates, c, r = o*act(c) (gate_math.h)
+//                       [projection: h = r W_hr^T, one GEMM]
+//   backward: per step: fused pass: gate derivatives, dc carried to t-1
+//                       dh = dgates W_hh       one GEMM
+//             dW_ih, dW_hh, dW_hr, db, dx: a few large GEMMs / one reduction after
+//             the loop, over all T*B rows at once.
+// Saved for backward: the gate pre-activations (T,B,4H), the cell states (T,B,H) and
+// the output (the h states). Activations are recomputed from pre-activations in
+// backward, which keeps every activation's derivative exact (not only those that can
+// be written in terms of their output).
+//
+// Masks (PackedSequence lengths, Keras masks): at a step where mask[t,b] is false the
+// state of row b carries over unchanged (h, c) and output[t,b] holds that carried h.
+// So `output` is always the sequence of h states and h_{t-1} of any step is the
+// previous output row: the dW_hh GEMM needs no separate state history.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+
+#include "../gate_math.h"
+#include "../lstm_args.h"
+#include "blas.h"
+
+namespace torchlstm {
+namespace {
+
+using cpu::gemm;
+constexpr bool kT = true;   // transpose (BLAS 'T')
+constexpr bool kN = false;  // as is    (BLAS 'N')
+
+// Rows of a pointwise pass handled per task: enough work per task to pay for the
+// fork/join, small enough to split a batch over the cores.
+int64_t row_grain(int64_t units_per_row) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, units_per_row));
+}
+
+at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
+                         const c10::optional<at::Tensor>& b_hh) {
+  if (b_ih.has_value() && b_hh.has_value()) return *b_ih + *b_hh;
+  if (b_ih.has_value()) return *b_ih;
+  if (b_hh.has_value()) return *b_hh;
+  return at::Tensor();
+}
+
+// Time index of processing step s.
+inline int64_t time_of(int64_t s, int64_t T, bool reverse) { return reverse ? T - 1 - s : s; }
+
+template <typename scalar_t>
+void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
+                  const scalar_t* h0, const scalar_t* c0, const scalar_t* w_hh,
+                  const scalar_t* w_hr, const bool* mask, scalar_t* gates, scalar_t* out,
+                  scalar_t* cs, scalar_t* r_ws) {
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = time_of(s, T, reverse);
+    const int64_t tp = time_of(s - 1, T, reverse);
+    const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
+    const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
+    scalar_t* g_t = gates + t * B * G;
+    scalar_t* out_t = out + t * B * Hout;
+    scalar_t* c_t = cs + t * B * H;
+    const bool* m_t = mask ? mask + t * B : nullptr;
+
+    // gates[t] (B,4H) += h_prev (B,Hout) W_hh^T. Column-major BLAS view: C^T = W_hh h^T.
+    gemm(kT, kN, G, B, Hout, scalar_t(1), w_hh,
+         Hout, h_prev, Hout, scalar_t(1), g_t, G);
+
+    scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o*act(c) goes
+    at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const scalar_t* g = g_t + b * G;
+        const scalar_t* cp = c_prev + b * H;
+        scalar_t* c = c_t + b * H;
+        scalar_t* r = r_t + b * H;
+        if (m_t && !m_t[b]) {  // masked step: state carries over
+          std::memcpy(c, cp, H * sizeof(scalar_t));
+          if (z.proj) std::memset(r, 0, H * sizeof(scalar_t));
+          else std::memcpy(r, h_prev + b * Hout, H * sizeof(scalar_t));
+          continue;
+        }
+        for (int64_t j = 0; j < H; ++j) {
+          const auto o = cell_forward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
+                                                g[3 * H + j], cp[j]);
+          c[j] = o.c;
+          r[j] = o.r;
+        }
+      }
+    });
+
+    if (z.proj) {
+      // out[t] (B,Hout) = r (B,H) W_hr^T
+      gemm(kT, kN, Hout, B, H, scalar_t(1),
+           w_hr, H, r_ws, H, scalar_t(0), out_t, Hout);
+      if (m_t) {
+        for (int64_t b = 0; b < B; ++b)
+          if (!m_t[b]) std::memcpy(out_t + b * Hout, h_prev + b * Hout, Hout * sizeof(scalar_t));
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
+                   const scalar_t* grad_out, const scalar_t* c0, const scalar_t* w_hh,
+                   const scalar_t* w_hr, const bool* mask, const scalar_t* gates,
+                   const scalar_t* cs, scalar_t* dgates, scalar_t* dh_a, scalar_t* dh_b,
+                   scalar_t* dc, scalar_t* dh_all, scalar_t* r_all, scalar_t* dr_ws) {
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  scalar_t* dh = dh_a;     // gradient reaching h of the current step from later steps
+  scalar_t* dh_nx = dh_b;  // ... and of the step before it
+  for (int64_t s = T - 1; s >= 0; --s) {
+    const int64_t t = time_of(s, T, reverse);
+    const int64_t tp = time_of(s - 1, T, reverse);
+    const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
+    const scalar_t* g_t = gates + t * B * G;
+    const scalar_t* c_t = cs + t * B * H;
+    const scalar_t* go_t = grad_out + t * B * Hout;
+    scalar_t* dg_t = dgates + t * B * G;
+    const bool* m_t = mask ? mask + t * B : nullptr;
+
+    if (z.proj) {
+      // total dh of this step, kept for dW_hr; dr = dh W_hr
+      scalar_t* dht = dh_all + t * B * Hout;
+      for (int64_t k = 0; k < B * Hout; ++k) dht[k] = go_t[k] + dh[k];
+      gemm(kN, kN, H, B, Hout, scalar_t(1),
+           w_hr, H, dht, Hout, scalar_t(0), dr_ws, H);
+    }
+
+    at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        scalar_t* dg = dg_t + b * G;
+        scalar_t* dcb = dc + b * H;
+        if (m_t && !m_t[b]) {  // masked: no gate gradient, dc passes through
+          std::memset(dg, 0, G * sizeof(scalar_t));
+          if (z.proj) std::memset(r_all + (t * B + b) * H, 0, H * sizeof(scalar_t));
+          continue;
+        }
+        const scalar_t* g = g_t + b * G;
+        const scalar_t* cp = c_prev + b * H;
+        const scalar_t* c = c_t + b * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const scalar_t dr = z.proj ? dr_ws[b * H + j] : go_t[b * Hout + j] + dh[b * Hout + j];
+          const auto o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
+                                                 g[3 * H + j], cp[j], c[j], dr, dcb[j]);
+          dg[j] = o.d_i;
+          dg[H + j] = o.d_f;
+          dg[2 * H + j] = o.d_g;
+          dg[3 * H + j] = o.d_o;
+          dcb[j] = o.dc_prev;
+          if (z.proj) r_all[(t * B + b) * H + j] = o.r;
+        }
+      }
+    });
+
+    // dh of the previous step (B,Hout) = dgates[t] (B,4H) W_hh (4H,Hout)
+    gemm(kN, kN, Hout, B, G, scalar_t(1), w_hh,
+         Hout, dg_t, G, scalar_t(0), dh_nx, Hout);
+    if (m_t) {  // masked rows: h carried over, so its whole gradient does too
+      for (int64_t b = 0; b < B; ++b) {
+        if (m_t[b]) continue;
+        const scalar_t* src = z.proj ? dh_all + (t * B + b) * Hout : nullptr;
+        for (int64_t k = 0; k < Hout; ++k)
+          dh_nx[b * Hout + k] = src ? src[k] : go_t[b * Hout + k] + dh[b * Hout + k];
+      }
+    }
+    std::swap(dh, dh_nx);
+  }
+  if (dh != dh_a) std::memcpy(dh_a, dh, B * Hout * sizeof(scalar_t));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward_cpu(
+    const at::Tensor& input_, const at::Tensor& h0_, const at::Tensor& c0_,
+    const at::Tensor& w_ih_, const at::Tensor& w_hh_, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr_,
+    const c10::optional<at::Tensor>& mask_, bool reverse, int64_t activation,
+    int64_t recurrent_activation) {
+  const char* op = "torchlstm.layer_forward";
+  const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
+                                        mask_, activation, recurrent_activation);
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  const auto input = input_.contiguous();
+  const auto h0 = h0_.contiguous();
+  const auto c0 = c0_.contiguous();
+  const auto w_hh = w_hh_.contiguous();
+  const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
+  const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
+
+  auto gates = at::empty({T, B, G}, input.options());
+  auto out = at::empty({T, B, Hout}, input.options());
+  auto cs = at::empty({T, B, H}, input.options());
+  if (T * B > 0) {
+    // Input projection of every step at once; the bias rides along.
+    const auto bias = combined_bias(b_ih, b_hh);
+    auto g2 = gates.view({T * B, G});
+    const auto x2 = input.view({T * B, z.I});
+    if (bias.defined()) at::addmm_out(g2, bias, x2, w_ih_.t());
+    else at::mm_out(g2, x2, w_ih_.t());
+
+    auto r_ws = z.proj ? at::empty({B, H}, input.options()) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_forward_cpu", [&] {
+      forward_loop<scalar_t>(z, reverse, static_cast<Activation>(activation),
+                             static_cast<Activation>(recurrent_activation),
+                             h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
+                             w_hh.data_ptr<scalar_t>(),
+                             z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
+                             mask.defined() ? mask.data_ptr<bool>() : nullptr,
+                             gates.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                             cs.data_ptr<scalar_t>(),
+                             z.proj ? r_ws.data_ptr<scalar_t>() : nullptr);
+    });
+  }
+  const int64_t t_last = reverse ? 0 : T - 1;
+  auto h_n = T > 0 ? out[t_last].clone() : h0.clone();
+  auto c_n = T > 0 ? cs[t_last].clone() : c0.clone();
+  return {out, h_n, c_n, gates, cs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
+                   const c10::optional<at::Tensor>& grad_hn_,
+                   const c10::optional<at::Tensor>& grad_cn_, const at::Tensor& input_,
+                   const at::Tensor& h0_, const at::Tensor& c0_, const at::Tensor& w_ih_,
+                   const at::Tensor& w_hh_, const c10::optional<at::Tensor>& w_hr_,
+                   const c10::optional<at::Tensor>& mask_, const at::Tensor& output_,
+                   const at::Tensor& gates_, const at::Tensor& cs_, bool reverse,
+                   int64_t activation, int64_t recurrent_activation) {
+  const char* op = "torchlstm.layer_backward";
+  const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, c10::nullopt,
+                                        c10::nullopt, w_hr_, mask_, activation,
+                                        recurrent_activation);
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  check_shape(op, "output", output_, {T, B, Hout}, input_);
+  check_shape(op, "gates", gates_, {T, B, G}, input_);
+  check_shape(op, "cs", cs_, {T, B, H}, input_);
+  if (grad_output_.has_value()) check_shape(op, "grad_output", *grad_output_, {T, B, Hout}, input_);
+  if (grad_hn_.has_value()) check_shape(op, "grad_hn", *grad_hn_, {B, Hout}, input_);
+  if (grad_cn_.has_value()) check_shape(op, "grad_cn", *grad_cn_, {B, H}, input_);
+
+  const auto opts = input_.options();
+  const auto input = input_.contiguous();
+  const auto w_hh = w_hh_.contiguous();
+  const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
+  const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
+  const auto grad_out =
+      grad_output_.has_value() ? grad_output_->contiguous() : at::zeros({T, B, Hout}, opts);
+  // Working buffers: dh ping-pongs between two (B,Hout) buffers; dc is updated in place.
+  auto dh0 = grad_hn_.has_value() ? grad_hn_->clone(at::MemoryFormat::Contiguous)
+                                  : at::zeros({B, Hout}, opts);
+  auto dh_tmp = at::empty({B, Hout}, opts);
+  auto dc0 = grad_cn_.has_value() ? grad_cn_->clone(at::MemoryFormat::Contiguous)
+                                  : at::zeros({B, H}, opts);
+  auto dgates = at::empty({T, B, G}, opts);
+  auto dh_all = z.proj ? at::empty({T, B, Hout}, opts) : at::Tensor();
+  auto r_all = z.proj ? at::empty({T, B, H}, opts) : at::Tensor();
+  auto dr_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
+
+  if (T * B > 0) {
+    const auto gates = gates_.contiguous();
+    const auto cs = cs_.contiguous();
+    const auto c0 = c0_.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_backward_cpu", [&] {
+      backward_loop<scalar_t>(
+          z, reverse, static_cast<Activation>(activation),
+          static_cast<Activation>(recurrent_activation), grad_out.data_ptr<scalar_t>(),
+          c0.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+          z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
+          mask.defined() ? mask.data_ptr<bool>() : nullptr, gates.data_ptr<scalar_t>(),
+          cs.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
+          dh_tmp.data_ptr<scalar_t>(), dc0.data_ptr<scalar_t>(),
+          z.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
+          z.proj ? r_all.data_ptr<scalar_t>() : nullptr,
+          z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr);
+    });
+  } else {
+    dgates.zero_();
+  }
+
+  // Weight and input gradients: a few large GEMMs over all T*B rows.
+  const auto dg2 = dgates.view({T * B, G});
+  auto d_input = at::mm(dg2, w_ih_).view({T, B, z.I});
+  auto d_w_ih = at::mm(dg2.t(), input.view({T * B, z.I}));
+  auto d_bias = dg2.sum(0);
+  // h_{t-1} of the first processed step is h0; of every other step the previous output.
+  const int64_t t_first = reverse ? T - 1 : 0;
+  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), h0_) : at::zeros({G, Hout}, opts);
+  if (T > 1) {
+    const auto output = output_.contiguous();
+    const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
+    const auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
+    d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
+  }
+  auto d_w_hr = z.proj ? at::mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
+                       : at::empty({0}, opts);
+  return {d_input, dh0, dc0, d_w_ih, d_w_hh, d_bias, d_w_hr};
+}
+
+// The cell ops are the layer ops over one time step.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
+    const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, int64_t activation, int64_t recurrent_activation) {
+  TORCH_CHECK_VALUE(input.dim() == 2, "torchlstm.cell_forward: input must be 2-D (batch, input_size), got ",
+                    input.dim(), "-D");
+  auto [out, h, c, gates, cs] =
+      layer_forward_cpu(input.unsqueeze(0), hx, cx, w_ih, w_hh, b_ih, b_hh, c10::nullopt,
+                        c10::nullopt, false, activation, recurrent_activation);
+  return {h, c, gates.squeeze(0)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cell_backward_cpu(const c10::optional<at::Tensor>& grad_h, const c10::optional<at::Tensor>& grad_c,
+                  const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
+                  const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h,
+                  const at::Tensor& c, const at::Tensor& gates, int64_t activation,
+                  int64_t recurrent_activation) {
+  TORCH_CHECK_VALUE(input.dim() == 2, "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
+                    input.dim(), "-D");
+  auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cpu(
+      grad_h.has_value() ? c10::optional<at::Tensor>(grad_h->unsqueeze(0)) : c10::nullopt,
+      c10::nullopt, grad_c, input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt,
+      h.unsqueeze(0), gates.unsqueeze(0), c.unsqueeze(0), false, activation,
+      recurrent_activation);
+  return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
+}
+
+TORCH_LIBRARY_IMPL(torchlstm, CPU, m) {
+  m.impl("layer_forward", &layer_forward_cpu);
+  m.impl("layer_backward", &layer_backward_cpu);
+  m.impl("cell_forward", &cell_forward_cpu);
+  m.impl("cell_backward", &cell_backward_cpu);
+}
+
+}  // namespace torchlstm

@@ -1,0 +1,89 @@
+#include "lstm_args.h"
+
+#include <c10/util/Exception.h>
+
+namespace torchlstm {
+namespace {
+
+void check_like(const char* op, const char* name, const at::Tensor& t,
+                const at::Tensor& input) {
+  TORCH_CHECK_TYPE(t.scalar_type() == input.scalar_type(), op, ": ", name,
+                   " must have the dtype of input (", input.scalar_type(), "), got ",
+                   t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name,
+              " must be on the device of input (", input.device(), "), got ", t.device());
+}
+
+void check_dims(const char* op, const char* name, const at::Tensor& t,
+                at::IntArrayRef expected, const char* meaning) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, op, ": ", name, " must have shape ", expected,
+                    " ", meaning, ", got ", t.sizes());
+}
+
+}  // namespace
+
+void check_shape(const char* op, const char* name, const at::Tensor& t,
+                 at::IntArrayRef expected, const at::Tensor& like) {
+  check_like(op, name, t, like);
+  check_dims(op, name, t, expected, "");
+}
+
+LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::Tensor& h0,
+                            const at::Tensor& c0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                            const c10::optional<at::Tensor>& b_hh,
+                            const c10::optional<at::Tensor>& w_hr,
+                            const c10::optional<at::Tensor>& mask, int64_t activation,
+                            int64_t recurrent_activation) {
+  TORCH_CHECK_VALUE(input.dim() == 3, op, ": input must be 3-D (seq_len, batch, input_size), got ",
+                    input.dim(), "-D with shape ", input.sizes());
+  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                   op, ": input must be float32 or float64, got ", input.scalar_type());
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
+                    ": w_ih must have shape (4*hidden_size, input_size), got ", w_ih.sizes());
+  LayerSizes s;
+  s.T = input.size(0);
+  s.B = input.size(1);
+  s.I = input.size(2);
+  s.H = w_ih.size(0) / 4;
+  s.proj = w_hr.has_value();
+  s.Hout = s.proj ? w_hr->size(0) : s.H;
+
+  check_like(op, "w_ih", w_ih, input);
+  check_dims(op, "w_ih", w_ih, {4 * s.H, s.I}, "(4*hidden_size, input_size)");
+  check_like(op, "w_hh", w_hh, input);
+  check_dims(op, "w_hh", w_hh, {4 * s.H, s.Hout}, "(4*hidden_size, proj_size or hidden_size)");
+  if (s.proj) {
+    check_like(op, "w_hr", *w_hr, input);
+    check_dims(op, "w_hr", *w_hr, {s.Hout, s.H}, "(proj_size, hidden_size)");
+    TORCH_CHECK_VALUE(s.Hout > 0, op, ": w_hr must have proj_size > 0 rows, got ", w_hr->sizes());
+  }
+  if (b_ih.has_value()) {
+    check_like(op, "b_ih", *b_ih, input);
+    check_dims(op, "b_ih", *b_ih, {4 * s.H}, "(4*hidden_size)");
+  }
+  if (b_hh.has_value()) {
+    check_like(op, "b_hh", *b_hh, input);
+    check_dims(op, "b_hh", *b_hh, {4 * s.H}, "(4*hidden_size)");
+  }
+  check_like(op, "h0", h0, input);
+  check_dims(op, "h0", h0, {s.B, s.Hout}, "(batch, proj_size or hidden_size)");
+  check_like(op, "c0", c0, input);
+  check_dims(op, "c0", c0, {s.B, s.H}, "(batch, hidden_size)");
+  if (mask.has_value()) {
+    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
+                     mask->scalar_type());
+    TORCH_CHECK(mask->device() == input.device(), op,
+                ": mask must be on the device of input (", input.device(), "), got ",
+                mask->device());
+    check_dims(op, "mask", *mask, {s.T, s.B}, "(seq_len, batch)");
+  }
+  TORCH_CHECK_VALUE(is_valid_activation(activation), op, ": unknown activation id ",
+                    activation, " (see torchlstm.activations)");
+  TORCH_CHECK_VALUE(is_valid_activation(recurrent_activation), op,
+                    ": unknown recurrent_activation id ", recurrent_activation,
+                    " (see torchlstm.activations)");
+  return s;
+}
+
+}  // namespace torchlstm

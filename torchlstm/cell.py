@@ -1,0 +1,120 @@
+"""torchlstm.LSTMCell: one LSTM step (the "heart"), drop-in for torch.nn.LSTMCell."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import init
+
+from . import activations
+from ._ops import ops
+
+
+class LSTMCell(nn.Module):
+    r"""One LSTM step on the fused kernel; drop-in for :class:`torch.nn.LSTMCell`.
+
+    Same constructor, parameters (``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
+    ``bias_ih``, ``bias_hh``), initialisation and ``forward(input, hx=None) -> (h_1, c_1)``
+    with 1-D (unbatched) or 2-D input. Keyword-only ``activation`` /
+    ``recurrent_activation`` as in Keras' LSTMCell. Wrap it in :class:`torchlstm.RNN` to
+    run it over a sequence (fused: no Python loop over time).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, activation="tanh", recurrent_activation="sigmoid") -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        factory = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.activation = activation
+        self.recurrent_activation = recurrent_activation
+        self._activation_id = activations.resolve(activation, "activation")
+        self._recurrent_activation_id = activations.resolve(recurrent_activation,
+                                                            "recurrent_activation")
+        self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.recurrent_activation != "sigmoid":
+            s += f", recurrent_activation={self.recurrent_activation!r}"
+        return s
+
+    def check_input(self, input: Tensor) -> None:
+        """dtype, device and feature size of a (batch, input_size) input."""
+        w = self.weight_ih
+        if input.dtype != w.dtype:
+            raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "
+                             f"({w.dtype})")
+        if input.device != w.device:
+            raise RuntimeError(f"input is on {input.device} but the LSTMCell's parameters are on "
+                               f"{w.device}")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)}, "
+                               f"expected {self.input_size}")
+
+    def check_state(self, t: Tensor, index: int, batch: int, like: Tensor) -> None:
+        if t.size(0) != batch:
+            raise RuntimeError(f"Input batch size {batch} doesn't match hidden{index} batch "
+                               f"size {t.size(0)}")
+        if t.size(1) != self.hidden_size:
+            raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {t.size(1)}, "
+                               f"expected {self.hidden_size}")
+        if t.dtype != like.dtype or t.device != like.device:
+            raise RuntimeError(f"hx[{index}] must have the dtype and device of input "
+                               f"({like.dtype}, {like.device}), got ({t.dtype}, {t.device})")
+
+    def forward(self, input: Tensor, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D "
+                             "instead")
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(
+                    isinstance(t, Tensor) for t in hx):
+                raise TypeError("hx must be a tuple (h_0, c_0) of two tensors")
+            for idx, value in enumerate(hx):
+                if value.dim() != input.dim():
+                    raise ValueError(f"LSTMCell: Expected hx[{idx}] to be {input.dim()}D like "
+                                     f"input, got {value.dim()}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+        self.check_input(input)
+        B = input.size(0)
+        if hx is None:
+            h0 = c0 = input.new_zeros(B, self.hidden_size)
+        else:
+            h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+            self.check_state(h0, 0, B, input)
+            self.check_state(c0, 1, B, input)
+        h, c, _ = ops.cell_forward(input, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih,
+                                   self.bias_hh, self._activation_id,
+                                   self._recurrent_activation_id)
+        if not batched:
+            h, c = h.squeeze(0), c.squeeze(0)
+        return h, c

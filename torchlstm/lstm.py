@@ -1,0 +1,260 @@
+"""torchlstm.LSTM: the sequence "shell", drop-in for torch.nn.LSTM, plus Keras options."""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import init
+from torch.nn.utils.rnn import PackedSequence
+
+from . import activations
+from ._sequence import LayerWeights, keras_result, pack_like, run_stack, unpack
+
+
+def check_keras_flags(return_sequences, return_state):
+    for name, value in (("return_sequences", return_sequences), ("return_state", return_state)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} should be None or a bool, got: {type(value).__name__}")
+
+
+class LSTM(nn.Module):
+    r"""A multi-layer LSTM on fused C++/CUDA kernels; drop-in for :class:`torch.nn.LSTM`.
+
+    The constructor, parameters (names, shapes, registration order, initialisation),
+    ``state_dict``, inputs (batched, unbatched, ``PackedSequence``) and outputs
+    ``(output, (h_n, c_n))`` are nn.LSTM's. Keyword-only Keras options:
+
+    * ``activation`` (default ``"tanh"``): the candidate and the output non-linearity;
+      ``recurrent_activation`` (default ``"sigmoid"``): the i, f, o gates. Names from
+      :mod:`torchlstm.activations` (Keras 3 spellings), fused in the kernels.
+    * ``return_sequences`` / ``return_state``: leave both None for nn.LSTM's return value.
+      If either is set the Keras contract holds: the output is the whole sequence
+      (``return_sequences=True``) or the last step (B, D*H_out), the final ``h`` of each
+      direction of the last layer concatenated; with ``return_state=True`` the module
+      returns ``(output, h, c)``, where for one unidirectional layer ``h`` is (B, H_out)
+      and ``c`` is (B, H) as in Keras, and otherwise nn.LSTM's (L*D, B, ·) ``h_n``, ``c_n``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 *, activation="tanh", recurrent_activation="sigmoid",
+                 return_sequences: Optional[bool] = None,
+                 return_state: Optional[bool] = None) -> None:
+        super().__init__()
+        # Validation and messages as torch.nn.RNNBase.
+        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
+                or not 0 <= dropout <= 1):
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
+        for name, value in (("bias", bias), ("batch_first", batch_first),
+                            ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers), ("proj_size", proj_size)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             "projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        check_keras_flags(return_sequences, return_state)
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.activation = activation
+        self.recurrent_activation = recurrent_activation
+        self._activation_id = activations.resolve(activation, "activation")
+        self._recurrent_activation_id = activations.resolve(recurrent_activation,
+                                                            "recurrent_activation")
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+
+        factory = {"device": device, "dtype": dtype}
+        num_directions = 2 if bidirectional else 1
+        real_hidden = proj_size if proj_size > 0 else hidden_size
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        for layer in range(num_layers):
+            for direction in range(num_directions):
+                layer_input = input_size if layer == 0 else real_hidden * num_directions
+                suffix = "_reverse" if direction == 1 else ""
+                shapes = [("weight_ih", (4 * hidden_size, layer_input)),
+                          ("weight_hh", (4 * hidden_size, real_hidden))]
+                if bias:
+                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
+                if proj_size > 0:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
+                names = []
+                for base, shape in shapes:
+                    name = f"{base}_l{layer}{suffix}"
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name)
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ nn.LSTM API
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) for every parameter, in registration
+        order, so one seed gives nn.LSTM's exact initial weights."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op: kept for drop-in compatibility (the fused kernels need no flat buffer)."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.recurrent_activation != "sigmoid":
+            s += f", recurrent_activation={self.recurrent_activation!r}"
+        if self.return_sequences is not None:
+            s += f", return_sequences={self.return_sequences}"
+        if self.return_state is not None:
+            s += f", return_state={self.return_state}"
+        return s
+
+    def _layer_weights(self) -> list[LayerWeights]:
+        ws = []
+        for names in self._all_weights:
+            p = {n.split("_l")[0]: getattr(self, n) for n in names}
+            ws.append(LayerWeights(p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                                   p.get("bias_hh"), p.get("weight_hr")))
+        return ws
+
+    # ------------------------------------------------------------------ checks
+    def _check_input(self, input: Tensor, expected_dim: int) -> None:
+        w = self.weight_ih_l0
+        if input.dtype != w.dtype:
+            raise ValueError(
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+                f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
+        if input.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError("input.size(-1) must be equal to input_size. Expected "
+                               f"{self.input_size}, got {input.size(-1)}")
+        if input.device != w.device:
+            raise RuntimeError(f"input is on {input.device} but the LSTM's parameters are on "
+                               f"{w.device}; move one of them")
+
+    def _hidden(self, hx, x: Tensor, batched: bool, permutation: Optional[Tensor]):
+        """(h0, c0) as (L*D, B, ·) tensors: zeros, or hx checked as nn.LSTM does."""
+        D = 2 if self.bidirectional else 1
+        B = x.shape[1]
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h_shape = (self.num_layers * D, B, real_hidden)
+        c_shape = (self.num_layers * D, B, self.hidden_size)
+        if hx is None:
+            return x.new_zeros(h_shape), x.new_zeros(c_shape)
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(
+                isinstance(t, Tensor) for t in hx):
+            raise TypeError("hx must be a tuple (h_0, c_0) of two tensors")
+        h0, c0 = hx
+        if batched:
+            if h0.dim() != 3 or c0.dim() != 3:
+                raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
+                                   f"({h0.dim()}-D, {c0.dim()}-D) tensors")
+        else:
+            if h0.dim() != 2 or c0.dim() != 2:
+                raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but "
+                                   f"got ({h0.dim()}-D, {c0.dim()}-D) tensors")
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        if h0.shape != h_shape:
+            raise RuntimeError(f"Expected hidden[0] size {h_shape}, got {list(h0.shape)}")
+        if c0.shape != c_shape:
+            raise RuntimeError(f"Expected hidden[1] size {c_shape}, got {list(c0.shape)}")
+        for i, t in enumerate((h0, c0)):
+            if t.dtype != x.dtype or t.device != x.device:
+                raise RuntimeError(f"hx[{i}] must have the dtype and device of input "
+                                   f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
+        if permutation is not None:
+            h0, c0 = h0.index_select(1, permutation), c0.index_select(1, permutation)
+        return h0, c0
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input, hx=None):
+        D = 2 if self.bidirectional else 1
+        unbatched_dim = None  # batch axis to squeeze away for unbatched input
+        if isinstance(input, PackedSequence):
+            self._check_input(input.data, 2)
+            x, mask = unpack(input)
+            h0, c0 = self._hidden(hx, x, True, input.sorted_indices)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D "
+                                 "instead")
+            self._check_input(input, input.dim())
+            batched = input.dim() == 3
+            if not batched:
+                unbatched_dim = 0 if self.batch_first else 1
+                input = input.unsqueeze(unbatched_dim)
+            x = input.transpose(0, 1) if self.batch_first else input
+            mask = None
+            h0, c0 = self._hidden(hx, x, batched, None)
+
+        out, h_n, c_n = run_stack(x, h0, c0, self._layer_weights(), self.num_layers, D, mask,
+                                  self._activation_id, self._recurrent_activation_id,
+                                  self.dropout, self.training)
+
+        if isinstance(input, PackedSequence):
+            output = pack_like(out, mask, input)
+            if input.unsorted_indices is not None:
+                h_n = h_n.index_select(1, input.unsorted_indices)
+                c_n = c_n.index_select(1, input.unsorted_indices)
+        else:
+            output = out.transpose(0, 1) if self.batch_first else out
+            if unbatched_dim is not None:
+                output = output.squeeze(unbatched_dim)
+
+        if self.return_sequences is not None or self.return_state is not None:
+            return keras_result(output, h_n, c_n, D, bool(self.return_sequences),
+                                bool(self.return_state), unbatched_dim)
+        if unbatched_dim is not None:
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)

@@ -1,0 +1,72 @@
+"""torchlstm.RNN: Keras' RNN(LSTMCell(n)), fused.
+
+It runs a torchlstm LSTMCell over a batch-major sequence with the same fused layer op
+that LSTM uses (not a Python loop over time), so with the same weights
+``RNN(cell, ...)`` returns exactly what ``LSTM(..., batch_first=True)`` with the same
+Keras options returns.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._sequence import LayerWeights, keras_result, run_stack
+from .cell import LSTMCell
+from .lstm import check_keras_flags
+
+
+class RNN(nn.Module):
+    r"""Run ``cell`` (a :class:`torchlstm.LSTMCell`) over a sequence, Keras-style.
+
+    ``forward(inputs, initial_state=None)``: ``inputs`` (B, T, I), or (T, I) unbatched;
+    ``initial_state`` an optional ``(h, c)`` of (B, H) each ((H,) unbatched).
+    Returns the last output (B, H), or the whole sequence (B, T, H) with
+    ``return_sequences=True``; with ``return_state=True``, ``(output, h, c)``.
+    """
+
+    def __init__(self, cell: LSTMCell, *, return_sequences: bool = False,
+                 return_state: bool = False) -> None:
+        super().__init__()
+        if not isinstance(cell, LSTMCell):
+            raise TypeError(f"cell must be a torchlstm.LSTMCell, got {type(cell).__name__}")
+        check_keras_flags(return_sequences, return_state)
+        self.cell = cell
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+
+    def extra_repr(self) -> str:
+        return f"return_sequences={self.return_sequences}, return_state={self.return_state}"
+
+    def forward(self, inputs: Tensor, initial_state=None):
+        if not isinstance(inputs, Tensor) or inputs.dim() not in (2, 3):
+            got = f"{inputs.dim()}D" if isinstance(inputs, Tensor) else type(inputs).__name__
+            raise ValueError(f"RNN: Expected inputs to be 3D (batch, time, features) or 2D "
+                             f"(time, features), got {got}")
+        cell = self.cell
+        batched = inputs.dim() == 3
+        if not batched:
+            inputs = inputs.unsqueeze(0)
+        cell.check_input(inputs)
+        x = inputs.transpose(0, 1)  # time-major for the op
+        B = x.shape[1]
+        if initial_state is None:
+            h0 = c0 = x.new_zeros(1, B, cell.hidden_size)
+        else:
+            if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
+                raise TypeError("initial_state must be a tuple (h, c) of two tensors")
+            states = []
+            for i, s in enumerate(initial_state):
+                if not isinstance(s, Tensor) or s.dim() != (2 if batched else 1):
+                    raise ValueError(f"initial_state[{i}] must be {'2' if batched else '1'}D "
+                                     f"(batch, hidden_size) like inputs")
+                s = s if batched else s.unsqueeze(0)
+                cell.check_state(s, i, B, x)
+                states.append(s.unsqueeze(0))
+            h0, c0 = states
+        weights = [LayerWeights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None)]
+        out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, None, cell._activation_id,
+                                  cell._recurrent_activation_id)
+        output = out.transpose(0, 1)
+        if not batched:
+            output = output.squeeze(0)
+        return keras_result(output, h_n, c_n, 1, self.return_sequences, self.return_state,
+                            None if batched else 0)
