@@ -14,6 +14,8 @@ ops = torch.ops.torchlstm
 
 
 # --------------------------------------------------------------------------- fake kernels
+# Every real kernel returns fresh contiguous tensors, so the fakes do too (new_empty with
+# a shape, never empty_like, which would copy an input's strides).
 @torch.library.register_fake("torchlstm::layer_forward")
 def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse,
                         activation, recurrent_activation):
@@ -29,9 +31,9 @@ def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation):
     H = w_ih.shape[0] // 4
-    return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(4 * H),
-            torch.empty_like(w_hr) if w_hr is not None else w_ih.new_empty(0))
+    return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
+            w_hr.new_empty(w_hr.shape) if w_hr is not None else w_ih.new_empty(0))
 
 
 @torch.library.register_fake("torchlstm::cell_forward")
@@ -47,8 +49,8 @@ def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, activation,
 def _cell_backward_fake(grad_h, grad_c, input, hx, cx, w_ih, w_hh, h, c, gates, activation,
                         recurrent_activation):
     H = w_ih.shape[0] // 4
-    return (torch.empty_like(input), torch.empty_like(hx), torch.empty_like(cx),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(4 * H))
+    return (input.new_empty(input.shape), hx.new_empty(hx.shape), cx.new_empty(cx.shape),
+            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H))
 
 
 # --------------------------------------------------------------------------- autograd

@@ -27,6 +27,8 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
               recurrent_activation: int, dropout: float = 0.0, training: bool = False):
     """x (T,B,I) time-major; h0 (L*D,B,Hout), c0 (L*D,B,H); weights[k] for k = layer*D + d.
     Returns (output (T,B,D*Hout), h_n (L*D,B,Hout), c_n (L*D,B,H)), as nn.LSTM."""
+    if x.shape[0] == 0:  # nn.LSTM's error, word for word
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     h_n, c_n = [], []
     for layer in range(num_layers):
         outs = []

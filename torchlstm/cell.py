@@ -75,7 +75,7 @@ class LSTMCell(nn.Module):
             raise RuntimeError(f"input is on {input.device} but the LSTMCell's parameters are on "
                                f"{w.device}")
         if input.size(-1) != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)}, "
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)} "
                                f"expected {self.input_size}")
 
     def check_state(self, t: Tensor, index: int, batch: int, like: Tensor) -> None:

@@ -1,0 +1,42 @@
+# The two commands of the README. Each sets itself up: a virtual env in .venv, the
+# packages of requirements-dev.txt, and the extension (rebuilt when csrc/ or setup.py
+# change). A second run reuses all of it.
+#   make test    run the tests
+#   make bench   run the benchmark (ARGS="--quick" for a short run)
+VENV    := .venv
+PY      := $(VENV)/bin/python
+DEPS    := $(VENV)/.deps-installed
+BUILT   := $(VENV)/.ext-built
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
+PYTHON  ?= python3
+
+# The CUDA toolkit, where there is one (torch's own guess misses /usr/local/cuda here).
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+MAX_JOBS  ?= $(shell nproc)
+export CUDA_HOME MAX_JOBS
+
+.PHONY: test bench build clean
+
+test: $(BUILT)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(BUILT)
+	$(PY) bench/bench.py $(ARGS)
+
+build: $(BUILT)
+
+$(DEPS): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(BUILT): $(DEPS) $(SOURCES)
+	@echo "building torchlstm._C (log: $(VENV)/build.log)"
+	@$(PY) -m pip install -v --no-build-isolation --no-deps -e . > $(VENV)/build.log 2>&1 \
+		|| (tail -n 60 $(VENV)/build.log; exit 1)
+	@grep -h "torchlstm: building" $(VENV)/build.log || true
+	touch $@
+
+clean:
+	rm -rf build torchlstm/_C*.so $(BUILT)

@@ -1,0 +1,40 @@
+import os
+
+# Inductor's on-disk caches key on the graph, not on this extension's fake kernels: a
+# stale entry from an earlier build would be reused. Tests always compile afresh.
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
+os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
+
+import pytest
+import torch
+
+import torchlstm
+
+
+def tolerances(dtype):
+    """(rtol, atol) against a float64-exact reference computed in the same dtype."""
+    return {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 2e-5)}[dtype]
+
+
+def assert_close(actual, expected, dtype, msg=""):
+    rtol, atol = tolerances(dtype)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{msg}: {m}")
+
+
+def randn(*shape, dtype=torch.float64, requires_grad=False, scale=1.0):
+    t = torch.randn(*shape, dtype=dtype) * scale
+    return t.requires_grad_(requires_grad)
+
+
+def twin_lstms(seed=0, **kwargs):
+    """nn.LSTM and torchlstm.LSTM built under the same seed: identical weights by init."""
+    torch.manual_seed(seed)
+    ref = torch.nn.LSTM(**kwargs)
+    torch.manual_seed(seed)
+    ours = torchlstm.LSTM(**kwargs)
+    return ref, ours
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)

@@ -1,0 +1,136 @@
+"""The ops themselves: gradcheck (float64), opcheck, masks and activations against the
+plain-PyTorch reference, and the cell op against nn.LSTMCell's maths."""
+import itertools
+
+import pytest
+import torch
+
+import torchlstm
+from torchlstm import activations
+from conftest import assert_close, randn
+from reference import lstm_layer
+
+ops = torch.ops.torchlstm
+I, H, P, T, B = 3, 4, 2, 5, 3
+
+
+def layer_args(proj=False, bias=True, mask=None, reverse=False, act="tanh", ract="sigmoid",
+               dtype=torch.float64, requires_grad=True, T=T, B=B, scale=1.0):
+    """Random arguments of layer_forward. Lower `scale` keeps unbounded activations
+    (relu, linear: c and h grow geometrically over time) in a range gradcheck can use."""
+    Hout = P if proj else H
+    rg = dict(dtype=dtype, requires_grad=requires_grad)
+    return (randn(T, B, I, **rg), randn(B, Hout, scale=scale, **rg),
+            randn(B, H, scale=scale, **rg), randn(4 * H, I, scale=0.5 * scale, **rg),
+            randn(4 * H, Hout, scale=0.5 * scale, **rg),
+            randn(4 * H, scale=scale, **rg) if bias else None,
+            randn(4 * H, scale=scale, **rg) if bias else None,
+            randn(Hout, H, scale=0.5, **rg) if proj else None, mask, reverse,
+            activations.resolve(act), activations.resolve(ract))
+
+
+def random_mask(T=T, B=B):
+    m = torch.rand(T, B) > 0.4
+    m[:, 0] = True          # one row always valid
+    m[:, -1] = False        # one row never valid
+    m[2:, 1] = False        # right padding on another
+    return m
+
+
+CASES = list(itertools.product([False, True], [False, True], [False, True], [False, True]))
+
+
+@pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
+def test_layer_gradcheck(proj, bias, masked, reverse):
+    args = layer_args(proj, bias, random_mask() if masked else None, reverse)
+
+    def f(*a):
+        out, h, c, _, _ = ops.layer_forward(*a)
+        return out, h, c
+    assert torch.autograd.gradcheck(f, args)
+
+
+def test_cell_gradcheck():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args()[:7]
+    args = (x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)
+    assert torch.autograd.gradcheck(lambda *a: ops.cell_forward(*a)[:2], args)
+
+
+@pytest.mark.parametrize("act,ract", [(a, r) for a in activations.FUSED for r in activations.FUSED])
+def test_every_activation_pair_vs_reference_and_gradcheck(act, ract):
+    bounded = {"tanh", "sigmoid", "hard_sigmoid"}
+    args = layer_args(proj=False, act=act, ract=ract,
+                      scale=1.0 if {act, ract} <= bounded else 0.4)
+    out, h, c, _, _ = ops.layer_forward(*args)
+    e_out, e_h, e_c = lstm_layer(*args[:9], reverse=args[9], activation=act,
+                                 recurrent_activation=ract)
+    for a, e in ((out, e_out), (h, e_h), (c, e_c)):
+        assert_close(a, e, torch.float64, f"{act}/{ract}")
+    assert torch.autograd.gradcheck(lambda *a: ops.layer_forward(*a)[:3], args)
+
+
+@pytest.mark.parametrize("proj,reverse", list(itertools.product([False, True], [False, True])))
+def test_mask_vs_reference(proj, reverse):
+    mask = random_mask()
+    args = layer_args(proj=proj, mask=mask, reverse=reverse)
+    got = ops.layer_forward(*args)[:3]
+    want = lstm_layer(*args[:9], reverse=reverse)
+    g = [randn(*t.shape) for t in want]
+    for a, e in zip(got, want):
+        assert_close(a, e, torch.float64)
+    grads_got = torch.autograd.grad(got, [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad], g)
+    grads_want = torch.autograd.grad(want, [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad], g)
+    for a, e in zip(grads_got, grads_want):
+        assert_close(a, e, torch.float64)
+
+
+def test_cell_op_vs_nn_lstmcell_maths():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args()[:7]
+    got = ops.cell_forward(x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)[:2]
+    want = torch._VF.lstm_cell(x[0], (h, c), w_ih, w_hh, b_ih, b_hh)
+    for a, e in zip(got, want):
+        assert_close(a, e, torch.float64)
+
+
+@pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (True, True, True)])
+def test_opcheck_layer_ops(proj, masked, reverse):
+    args = layer_args(proj=proj, mask=random_mask() if masked else None, reverse=reverse,
+                      dtype=torch.float32)
+    torch.library.opcheck(ops.layer_forward, args)
+    with torch.no_grad():
+        out, h, c, gates, cs = ops.layer_forward(*args)
+    bw_args = (randn(*out.shape, dtype=torch.float32), randn(*h.shape, dtype=torch.float32),
+               randn(*c.shape, dtype=torch.float32)) + tuple(
+        a.detach() if isinstance(a, torch.Tensor) else a for a in args[:5]) + (
+        args[7].detach() if proj else None, args[8], out, gates, cs, reverse, 0, 1)
+    torch.library.opcheck(ops.layer_backward, bw_args)
+
+
+def test_opcheck_cell_ops():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args(dtype=torch.float32)[:7]
+    args = (x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)
+    torch.library.opcheck(ops.cell_forward, args)
+    with torch.no_grad():
+        h1, c1, gates = ops.cell_forward(*args)
+    bw = (randn(B, H, dtype=torch.float32), randn(B, H, dtype=torch.float32)) + tuple(
+        a.detach() for a in args[:5]) + (h1, c1, gates, 0, 1)
+    torch.library.opcheck(ops.cell_backward, bw)
+
+
+def test_backward_with_missing_grads():
+    """Only h_n used: grad_output and grad_cn arrive as None (or zeros) — same answer."""
+    args = layer_args()
+    out, h, c, _, _ = ops.layer_forward(*args)
+    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    g1 = torch.autograd.grad(h.sum(), wrt, retain_graph=True)
+    g2 = torch.autograd.grad(h.sum() + 0 * out.sum() + 0 * c.sum(), wrt)
+    for a, e in zip(g1, g2):
+        assert_close(a, e, torch.float64)
+
+
+def test_float32_float64_agree():
+    args64 = layer_args(proj=True, requires_grad=False)
+    args32 = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                   for a in args64)
+    for a, e in zip(ops.layer_forward(*args32)[:3], ops.layer_forward(*args64)[:3]):
+        torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
