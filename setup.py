@@ -2,6 +2,9 @@
 toolkit and a CUDA build of torch are both present.
 
 TORCHLSTM_FORCE_CPU=1 builds the CPU-only extension even where CUDA is available.
+TORCHLSTM_CPU_ARCH=generic builds the CPU kernels without AVX2 (they are built with
+AVX2+FMA where the build machine has both: the extension is built from source on the
+machine that runs it, and ATen's SIMD vectors then take their AVX2 form).
 CUDA_HOME defaults to /usr/local/cuda when nvcc lives there (torch's own guess does not
 always find it).
 """
@@ -40,16 +43,34 @@ def _use_cuda():
     return bool(_cuda_home) and torch.version.cuda is not None
 
 
+def _cpu_flags():
+    """AVX2+FMA for ATen's Vectorized (the gate maths' SIMD path) where the CPU has them."""
+    if os.environ.get("TORCHLSTM_CPU_ARCH", "native") == "generic":
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return []
+    if {"avx2", "fma"} <= flags:
+        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return []
+
+
 def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
 def extension():
     cpp = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-fvisibility=hidden"]
+    # -fopenmp: at::parallel_for is inline and only parallel when compiled with OpenMP;
+    # the libgomp it links is the one torch has already loaded (same soname).
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"] + _cpu_flags()
+    link_flags = ["-fopenmp"]
     if not _use_cuda():
-        print("torchlstm: building the CPU-only extension")
-        return CppExtension("torchlstm._C", cpp, extra_compile_args={"cxx": cxx_flags})
+        print(f"torchlstm: building the CPU-only extension ({' '.join(cxx_flags)})")
+        return CppExtension("torchlstm._C", cpp, extra_compile_args={"cxx": cxx_flags},
+                            extra_link_args=link_flags)
     cu = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
     arch = os.environ.get("TORCHLSTM_CUDA_ARCHS", "80;90")
     nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
@@ -58,12 +79,14 @@ def extension():
     # embed PTX of the newest arch so later GPUs can JIT it
     last = arch.split(";")[-1]
     nvcc_flags += [f"-gencode=arch=compute_{last},code=compute_{last}"]
-    print(f"torchlstm: building with CUDA (CUDA_HOME={_cuda_home}, torch CUDA {torch.version.cuda})")
+    print(f"torchlstm: building with CUDA (CUDA_HOME={_cuda_home}, torch CUDA "
+          f"{torch.version.cuda}; cxx: {' '.join(cxx_flags)})")
     return CUDAExtension(
         "torchlstm._C",
         cpp + cu,
         define_macros=[("TORCHLSTM_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
     )
 
 

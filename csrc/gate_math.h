@@ -49,23 +49,40 @@ inline bool is_valid_activation(long long id) {
   }
 }
 
+// The few primitives the gate maths needs. Every function below is written against
+// GateOps<T>, so the same source serves scalars (here: host and CUDA device) and, through
+// a specialisation in cpu/vec_math.h, the CPU's SIMD vectors.
+template <typename T>
+struct GateOps {
+  static TL_HD T exp(T x) {
+    using std::exp;
+    return exp(x);
+  }
+  static TL_HD T tanh(T x) {
+    using std::tanh;
+    return tanh(x);
+  }
+  // NaN-propagating, like torch.maximum / torch.minimum
+  static TL_HD T max(T a, T b) { return (a != a || a > b) ? a : b; }
+  static TL_HD T min(T a, T b) { return (a != a || a < b) ? a : b; }
+  // Heaviside step, right-open: 1 where x > 0, else 0
+  static TL_HD T step(T x) { return x > T(0) ? T(1) : T(0); }
+};
+
 // y = act(x)
 template <typename T>
 TL_HD T activate(Activation a, T x) {
-  using std::exp;
-  using std::tanh;
+  using M = GateOps<T>;
   switch (a) {
     case Activation::TANH:
-      return tanh(x);
+      return M::tanh(x);
     case Activation::SIGMOID:
-      return T(1) / (T(1) + exp(-x));
-    case Activation::HARD_SIGMOID: {
+      return T(1) / (T(1) + M::exp(T(0) - x));
+    case Activation::HARD_SIGMOID:
       // Keras 3: relu6(x + 3) / 6 (Keras 2 used 0.2x + 0.5; we follow Keras 3).
-      T y = (x + T(3)) / T(6);
-      return y < T(0) ? T(0) : (y > T(1) ? T(1) : y);
-    }
+      return M::min(M::max((x + T(3)) / T(6), T(0)), T(1));
     case Activation::RELU:
-      return x > T(0) ? x : T(0);
+      return M::max(x, T(0));
     case Activation::LINEAR:
     default:
       return x;
@@ -77,15 +94,16 @@ TL_HD T activate(Activation a, T x) {
 // branch used by PyTorch's autograd (relu'(0) = 0, hardsigmoid'(±3) = 0).
 template <typename T>
 TL_HD T activate_grad(Activation a, T x, T y) {
+  using M = GateOps<T>;
   switch (a) {
     case Activation::TANH:
       return T(1) - y * y;
     case Activation::SIGMOID:
       return y * (T(1) - y);
     case Activation::HARD_SIGMOID:
-      return (x > T(-3) && x < T(3)) ? T(1) / T(6) : T(0);
+      return M::step(x + T(3)) * M::step(T(3) - x) * T(1.0 / 6.0);
     case Activation::RELU:
-      return x > T(0) ? T(1) : T(0);
+      return M::step(x);
     case Activation::LINEAR:
     default:
       return T(1);

@@ -29,6 +29,7 @@
 #include "../gate_math.h"
 #include "../lstm_args.h"
 #include "blas.h"
+#include "vec_math.h"
 
 namespace torchlstm {
 namespace {
@@ -38,9 +39,10 @@ constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
 
 // Rows of a pointwise pass handled per task: enough work per task to pay for the
-// fork/join, small enough to split a batch over the cores.
+// fork/join (a few thousand gate values, each with a transcendental or two), small
+// enough that a batch of a few dozen rows is split over the cores.
 int64_t row_grain(int64_t units_per_row) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, units_per_row));
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, units_per_row));
 }
 
 at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
@@ -49,6 +51,62 @@ at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
   if (b_ih.has_value()) return *b_ih;
   if (b_hh.has_value()) return *b_hh;
   return at::Tensor();
+}
+
+// One batch row of the forward pass: the H units, SIMD vectors first, then the tail.
+template <typename scalar_t>
+inline void forward_row(Activation act, Activation ract, int64_t H, const scalar_t* g,
+                        const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= H; j += Vec::size()) {
+    const auto o = cell_forward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                                     Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                                     Vec::loadu(c_prev + j));
+    o.c.store(c + j);
+    o.r.store(r + j);
+  }
+  for (; j < H; ++j) {
+    const auto o = cell_forward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
+                                          g[3 * H + j], c_prev[j]);
+    c[j] = o.c;
+    r[j] = o.r;
+  }
+}
+
+// One batch row of the backward pass. dr = dr_a (+ dr_b when given: the output gradient
+// plus the recurrent one, without a projection). dc is updated in place to dc_prev.
+template <typename scalar_t>
+inline void backward_row(Activation act, Activation ract, int64_t H, const scalar_t* g,
+                         const scalar_t* c_prev, const scalar_t* c, const scalar_t* dr_a,
+                         const scalar_t* dr_b, scalar_t* dc, scalar_t* dg, scalar_t* r) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= H; j += Vec::size()) {
+    Vec dr = Vec::loadu(dr_a + j);
+    if (dr_b) dr = dr + Vec::loadu(dr_b + j);
+    const auto o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                                      Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                                      Vec::loadu(c_prev + j), Vec::loadu(c + j), dr,
+                                      Vec::loadu(dc + j));
+    o.d_i.store(dg + j);
+    o.d_f.store(dg + H + j);
+    o.d_g.store(dg + 2 * H + j);
+    o.d_o.store(dg + 3 * H + j);
+    o.dc_prev.store(dc + j);
+    if (r) o.r.store(r + j);
+  }
+  for (; j < H; ++j) {
+    const scalar_t dr = dr_b ? dr_a[j] + dr_b[j] : dr_a[j];
+    const auto o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
+                                           g[3 * H + j], c_prev[j], c[j], dr, dc[j]);
+    dg[j] = o.d_i;
+    dg[H + j] = o.d_f;
+    dg[2 * H + j] = o.d_g;
+    dg[3 * H + j] = o.d_o;
+    dc[j] = o.dc_prev;
+    if (r) r[j] = o.r;
+  }
 }
 
 // Time index of processing step s.
@@ -87,12 +145,7 @@ void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation 
           else std::memcpy(r, h_prev + b * Hout, H * sizeof(scalar_t));
           continue;
         }
-        for (int64_t j = 0; j < H; ++j) {
-          const auto o = cell_forward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
-                                                g[3 * H + j], cp[j]);
-          c[j] = o.c;
-          r[j] = o.r;
-        }
+        forward_row(act, ract, H, g, cp, c, r);
       }
     });
 
@@ -144,20 +197,13 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
           if (z.proj) std::memset(r_all + (t * B + b) * H, 0, H * sizeof(scalar_t));
           continue;
         }
-        const scalar_t* g = g_t + b * G;
-        const scalar_t* cp = c_prev + b * H;
-        const scalar_t* c = c_t + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t dr = z.proj ? dr_ws[b * H + j] : go_t[b * Hout + j] + dh[b * Hout + j];
-          const auto o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
-                                                 g[3 * H + j], cp[j], c[j], dr, dcb[j]);
-          dg[j] = o.d_i;
-          dg[H + j] = o.d_f;
-          dg[2 * H + j] = o.d_g;
-          dg[3 * H + j] = o.d_o;
-          dcb[j] = o.dc_prev;
-          if (z.proj) r_all[(t * B + b) * H + j] = o.r;
-        }
+        if (z.proj)
+          backward_row(act, ract, H, g_t + b * G, c_prev + b * H, c_t + b * H, dr_ws + b * H,
+                       static_cast<const scalar_t*>(nullptr), dcb, dg,
+                       r_all + (t * B + b) * H);
+        else
+          backward_row(act, ract, H, g_t + b * G, c_prev + b * H, c_t + b * H,
+                       go_t + b * Hout, dh + b * Hout, dcb, dg, static_cast<scalar_t*>(nullptr));
       }
     });
 
