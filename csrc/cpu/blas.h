@@ -55,5 +55,70 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   else at::addmm_out(C, C, Bt, At, beta, alpha);
 }
 
+// op(A) packed once for many GEMMs with the same A: the recurrent weights of a whole
+// sequence. MKL's sgemm otherwise re-packs A (W_hh: 4H x H floats) on every call, i.e.
+// every time step; with cblas_sgemm_pack/compute (exported by torch's MKL) it is packed
+// once per op call. Without those symbols, or for double, it is a plain gemm.
+template <typename T>
+class PackedA {
+ public:
+  PackedA(bool trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda)
+      : trans_a_(trans_a), m_(m), k_(k), a_(a), lda_(lda) {
+    if constexpr (std::is_same<T, float>::value) {
+      const auto& mkl = Mkl::get();
+      if (mkl.ok && m > 0 && n > 0 && k > 0) {
+        const size_t bytes = mkl.pack_get_size(kAMatrix, m, n, k);
+        packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
+        mkl.pack(kColMajor, kAMatrix, trans_a ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
+                 packed_.data_ptr<float>());
+      }
+    }
+  }
+
+  // C (m x n) = op(A) B + beta C
+  void gemm(int64_t n, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) const {
+    if (m_ == 0 || n == 0) return;
+    if constexpr (std::is_same<T, float>::value) {
+      if (packed_.defined()) {
+        Mkl::get().compute(kColMajor, kPacked, kNoTrans, m_, n, k_, packed_.data_ptr<float>(),
+                           lda_, b, ldb, beta, c, ldc);
+        return;
+      }
+    }
+    cpu::gemm<T>(trans_a_, false, m_, n, k_, T(1), a_, lda_, b, ldb, beta, c, ldc);
+  }
+
+ private:
+  // CBLAS enum values (cblas.h / mkl_cblas.h)
+  static constexpr int kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151,
+                       kAMatrix = 161;
+  struct Mkl {
+    size_t (*pack_get_size)(int, int, int, int) = nullptr;
+    void (*pack)(int, int, int, int, int, int, float, const float*, int, float*) = nullptr;
+    void (*compute)(int, int, int, int, int, int, const float*, int, const float*, int, float,
+                    float*, int) = nullptr;
+    bool ok = false;
+    static const Mkl& get() {
+      static const Mkl m = [] {
+        Mkl r;
+        r.pack_get_size = reinterpret_cast<decltype(r.pack_get_size)>(
+            dlsym(RTLD_DEFAULT, "cblas_sgemm_pack_get_size"));
+        r.pack = reinterpret_cast<decltype(r.pack)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_pack"));
+        r.compute =
+            reinterpret_cast<decltype(r.compute)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_compute"));
+        r.ok = r.pack_get_size && r.pack && r.compute;
+        return r;
+      }();
+      return m;
+    }
+  };
+
+  bool trans_a_;
+  int64_t m_, k_;
+  const T* a_;
+  int64_t lda_;
+  at::Tensor packed_;
+};
+
 }  // namespace cpu
 }  // namespace torchlstm

@@ -34,7 +34,6 @@
 namespace torchlstm {
 namespace {
 
-using cpu::gemm;
 constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
 
@@ -118,6 +117,10 @@ void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation 
                   const scalar_t* w_hr, const bool* mask, scalar_t* gates, scalar_t* out,
                   scalar_t* cs, scalar_t* r_ws) {
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  // Column-major BLAS view of the row-major per-step products:
+  //   gates[t]^T (4H x B) += W_hh (4H x Hout) h_prev^T,   out[t]^T = W_hr r^T
+  const cpu::PackedA<scalar_t> hh(kT, G, B, Hout, w_hh, Hout);
+  const cpu::PackedA<scalar_t> hr(kT, z.proj ? Hout : 0, B, H, w_hr, H);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = time_of(s, T, reverse);
     const int64_t tp = time_of(s - 1, T, reverse);
@@ -128,9 +131,7 @@ void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation 
     scalar_t* c_t = cs + t * B * H;
     const bool* m_t = mask ? mask + t * B : nullptr;
 
-    // gates[t] (B,4H) += h_prev (B,Hout) W_hh^T. Column-major BLAS view: C^T = W_hh h^T.
-    gemm(kT, kN, G, B, Hout, scalar_t(1), w_hh,
-         Hout, h_prev, Hout, scalar_t(1), g_t, G);
+    hh.gemm(B, h_prev, Hout, scalar_t(1), g_t, G);  // gates[t] += h_prev W_hh^T
 
     scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o*act(c) goes
     at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
@@ -150,9 +151,7 @@ void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation 
     });
 
     if (z.proj) {
-      // out[t] (B,Hout) = r (B,H) W_hr^T
-      gemm(kT, kN, Hout, B, H, scalar_t(1),
-           w_hr, H, r_ws, H, scalar_t(0), out_t, Hout);
+      hr.gemm(B, r_ws, H, scalar_t(0), out_t, Hout);  // out[t] = r W_hr^T
       if (m_t) {
         for (int64_t b = 0; b < B; ++b)
           if (!m_t[b]) std::memcpy(out_t + b * Hout, h_prev + b * Hout, Hout * sizeof(scalar_t));
@@ -170,6 +169,9 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   scalar_t* dh = dh_a;     // gradient reaching h of the current step from later steps
   scalar_t* dh_nx = dh_b;  // ... and of the step before it
+  // dh_prev^T (Hout x B) = W_hh^T dgates^T;  dr^T (H x B) = W_hr^T dh^T
+  const cpu::PackedA<scalar_t> hh(kN, Hout, B, G, w_hh, Hout);
+  const cpu::PackedA<scalar_t> hr(kN, z.proj ? H : 0, B, Hout, w_hr, H);
   for (int64_t s = T - 1; s >= 0; --s) {
     const int64_t t = time_of(s, T, reverse);
     const int64_t tp = time_of(s - 1, T, reverse);
@@ -184,8 +186,7 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
       // total dh of this step, kept for dW_hr; dr = dh W_hr
       scalar_t* dht = dh_all + t * B * Hout;
       for (int64_t k = 0; k < B * Hout; ++k) dht[k] = go_t[k] + dh[k];
-      gemm(kN, kN, H, B, Hout, scalar_t(1),
-           w_hr, H, dht, Hout, scalar_t(0), dr_ws, H);
+      hr.gemm(B, dht, Hout, scalar_t(0), dr_ws, H);
     }
 
     at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
@@ -207,9 +208,7 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
       }
     });
 
-    // dh of the previous step (B,Hout) = dgates[t] (B,4H) W_hh (4H,Hout)
-    gemm(kN, kN, Hout, B, G, scalar_t(1), w_hh,
-         Hout, dg_t, G, scalar_t(0), dh_nx, Hout);
+    hh.gemm(B, dg_t, G, scalar_t(0), dh_nx, Hout);  // dh_prev = dgates[t] W_hh
     if (m_t) {  // masked rows: h carried over, so its whole gradient does too
       for (int64_t b = 0; b < B; ++b) {
         if (m_t[b]) continue;
