@@ -1,9 +1,17 @@
-"""The microbenchmark: torchlstm.LSTM beside torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU),
-in one process, repeats alternated between the two, medians reported as ratios.
+"""The microbenchmark (the README's main job): torchlstm.LSTM beside torch.nn.LSTM (oneDNN
+on CPU, cuDNN on GPU), the eager per-step loop people write for custom activations, and
+torch.compile of that loop's step — in one process, timed samples alternated between the
+contenders, medians reported, with ratios.
 
-    python bench/bench.py [--quick] [--device cpu|cuda] [--repeats N] [--json out.json]
+    python bench/bench.py [--quick] [--device cpu|cuda] [--repeats N] [--no-compile]
+                          [--out DIR]
 
-ratio = nn.LSTM time / torchlstm time: above 1 means torchlstm is faster.
+ratio vs X = X's time / torchlstm's time: above 1 means torchlstm is faster.
+GFLOP/s counts the LSTM's matrix products: forward 8·H·(I+H)·B·T (plus 2·P·H·B·T with a
+projection); forward+backward 3× that. "of peak" divides by this machine's GEMM peak,
+measured in the same run. Memory: bytes the forward saves for backward (the part of
+training memory that differs between implementations), torchlstm / nn.LSTM.
+Writes DIR/results.json (all figures, machine, versions, date) and DIR/ratios.png.
 """
 from __future__ import annotations
 
@@ -17,33 +25,64 @@ import sys
 import time
 
 import torch
+from torch.utils.benchmark import Timer
+from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 import torchlstm  # noqa: E402
+from baselines import LoopLSTM  # noqa: E402
 
-# (name, T, B, I, H, extra constructor kwargs)
+# name, T, B, I, H, torchlstm.LSTM keyword arguments
 CASES = [
     ("headline", 100, 32, 128, 256, {}),
     ("latency B=1", 100, 1, 128, 128, {}),
-    ("proj_size=128", 100, 32, 128, 256, {"proj_size": 128}),
     ("fastrnns default", 100, 64, 512, 512, {}),
+    ("T=50 B=64 H=512", 50, 64, 256, 512, {}),
+    ("proj_size=128", 100, 32, 128, 256, {"proj_size": 128}),
+    ("hard_sigmoid", 100, 32, 128, 256, {"recurrent_activation": "hard_sigmoid"}),
 ]
-QUICK_CASES = [("headline", 100, 32, 128, 256, {}), ("small", 20, 4, 32, 64, {})]
+QUICK_CASES = [
+    ("headline", 100, 32, 128, 256, {}),
+    ("hard_sigmoid small", 20, 4, 32, 64, {"recurrent_activation": "hard_sigmoid"}),
+]
+MODES = ("inference", "forward+backward")
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def flops(T, B, I, H, P, mode):
+    fwd = 8 * H * (I + (P or H)) * B * T + (2 * P * H * B * T if P else 0)
+    return fwd if mode == "inference" else 3 * fwd
+
+
+def gemm_peak(device, dtype=torch.float32):
+    """GFLOP/s of a large square matrix product: the machine's practical ceiling."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    m = Timer("torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}).blocked_autorange(
+        min_run_time=1.0)
+    return 2 * n ** 3 / m.median / 1e9
 
 
 def make_step(model, x, mode):
-    """A closure running one inference or one forward+backward pass."""
     if mode == "inference":
         def step():
             with torch.no_grad():
                 model(x)
     else:
-        params = list(model.parameters())
+        params = [p for p in model.parameters() if p.requires_grad]
 
         def step():
             out, (h, c) = model(x)
@@ -51,81 +90,165 @@ def make_step(model, x, mode):
     return step
 
 
-def time_alternating(steps, repeats, device, min_time=0.05):
-    """Median seconds per call of each step; the repeats interleave the steps so that
-    machine noise (a shared, 2-core box) hits every contender alike."""
-    for s in steps:  # warm-up (allocator, BLAS packing, lazy init)
-        s()
-        s()
-    sync(device)
-    # calls per timed sample, so one sample lasts at least min_time
-    t0 = time.perf_counter()
-    steps[0]()
-    sync(device)
-    once = max(time.perf_counter() - t0, 1e-6)
-    inner = max(1, int(min_time / once))
+def saved_bytes(model, x):
+    """Bytes of the distinct storages the forward pass saves for backward."""
+    storages = {}
+
+    def pack(t):
+        try:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, (h, c) = model(x)
+    del out, h, c
+    return sum(storages.values())
+
+
+def time_alternating(steps, repeats, min_time):
+    """Median seconds per call of each step. Samples alternate between the contenders so
+    that noise on a shared machine hits all of them alike."""
+    timers = [Timer("f()", globals={"f": f}) for f in steps]
+    inner = []
+    for t in timers:  # warm-up, and calls per sample so a sample lasts >= min_time
+        t.timeit(2)
+        once = max(t.timeit(1).mean, 1e-6)
+        inner.append(max(1, int(min_time / once)))
     samples = [[] for _ in steps]
     for _ in range(repeats):
-        for i, s in enumerate(steps):
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                s()
-            sync(device)
-            samples[i].append((time.perf_counter() - t0) / inner)
-    return [statistics.median(v) for v in samples]
+        for i, t in enumerate(timers):
+            samples[i].append(t.timeit(inner[i]).mean)
+    return [statistics.median(s) for s in samples]
 
 
-def run(args):
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+def run_cases(args, device, peak):
     rows = []
     cases = QUICK_CASES if args.quick else CASES
     repeats = args.repeats or (3 if args.quick else 7)
+    min_time = 0.02 if args.quick else 0.1
+    bar = tqdm(total=len(cases) * len(MODES), desc="benchmark", unit="case", file=sys.stderr)
     for name, T, B, I, H, kw in cases:
         torch.manual_seed(0)
-        ref = torch.nn.LSTM(I, H, **kw).to(device)
         ours = torchlstm.LSTM(I, H, **kw).to(device)
-        ours.load_state_dict(ref.state_dict())
         x = torch.randn(T, B, I, device=device, requires_grad=True)
-        for mode in ("inference", "forward+backward"):
-            t_ref, t_ours = time_alternating(
-                [make_step(ref, x, mode), make_step(ours, x, mode)], repeats, device)
-            rows.append(dict(case=name, T=T, B=B, I=I, H=H, **kw, mode=mode,
-                             nn_lstm_ms=t_ref * 1e3, torchlstm_ms=t_ours * 1e3,
-                             ratio=t_ref / t_ours))
-            r = rows[-1]
-            print(f"  {name:17s} {mode:17s} nn.LSTM {r['nn_lstm_ms']:8.2f} ms   "
-                  f"torchlstm {r['torchlstm_ms']:8.2f} ms   ratio {r['ratio']:5.2f}",
-                  file=sys.stderr, flush=True)
+        contenders = {"torchlstm": ours}
+        nn_kw = {k: v for k, v in kw.items() if k == "proj_size"}
+        if len(nn_kw) == len(kw):  # nn.LSTM computes this case
+            ref = torch.nn.LSTM(I, H, **nn_kw).to(device)
+            ref.load_state_dict(ours.state_dict())
+            contenders["nn.LSTM"] = ref
+        contenders["eager loop"] = LoopLSTM(ours)
+        if not args.no_compile:
+            contenders["compiled loop"] = LoopLSTM(ours, compile_step=True)
+        mem = {}
+        for label in ("torchlstm", "nn.LSTM"):
+            if label in contenders:
+                mem[label] = saved_bytes(contenders[label], x)
+        for mode in MODES:
+            bar.set_postfix_str(f"{name} / {mode}")
+            labels, steps = [], []
+            for label, model in contenders.items():
+                step = make_step(model, x, mode)
+                try:
+                    step()  # compiles the compiled loop; a contender that fails is left out
+                except Exception as e:  # noqa: BLE001
+                    tqdm.write(f"  {label} skipped for {name}/{mode}: {type(e).__name__}: {e}",
+                               file=sys.stderr)
+                    continue
+                labels.append(label)
+                steps.append(step)
+            times = dict(zip(labels, time_alternating(steps, repeats, min_time)))
+            fl = flops(T, B, I, H, kw.get("proj_size", 0), mode)
+            ours_t = times["torchlstm"]
+            row = dict(case=name, T=T, B=B, I=I, H=H, options=kw, mode=mode,
+                       ms={k: v * 1e3 for k, v in times.items()},
+                       ratio={k: v / ours_t for k, v in times.items() if k != "torchlstm"},
+                       gflops=fl / ours_t / 1e9, of_peak=fl / ours_t / 1e9 / peak)
+            if mode == "forward+backward" and "nn.LSTM" in mem:
+                row["memory_vs_nn"] = mem["torchlstm"] / mem["nn.LSTM"]
+            row["saved_mb"] = {k: v / 2 ** 20 for k, v in mem.items()}
+            rows.append(row)
+            bar.update(1)
+    bar.close()
     return rows
 
 
+def fmt_ratio(r, key):
+    return f"{r['ratio'][key]:.2f}" if key in r["ratio"] else "n/a"
+
+
+def table(rows, backend):
+    lines = [f"| case | mode | torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | vs eager loop | "
+             "vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
+        lines.append(
+            f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | "
+            f"{ms['nn.LSTM']:.2f} | " if "nn.LSTM" in ms else
+            f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | n/a | ")
+        lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
+                      f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
+                      f"{100 * r['of_peak']:.0f}% | {mem} |")
+    return "\n".join(lines)
+
+
+def chart(rows, path, backend):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    baselines = [b for b in ("nn.LSTM", "eager loop", "compiled loop")
+                 if any(b in r["ratio"] for r in rows)]
+    labels = [f"{r['case']}\n{r['mode']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(rows)), 4.8))
+    width = 0.8 / max(1, len(baselines))
+    for k, b in enumerate(baselines):
+        vals = [r["ratio"].get(b, 0.0) for r in rows]
+        name = f"vs {b} ({backend})" if b == "nn.LSTM" else f"vs {b}"
+        ax.bar([i + k * width for i in range(len(rows))], vals, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("speed-up of torchlstm (baseline time / torchlstm time)")
+    ax.set_xticks([i + width * (len(baselines) - 1) / 2 for i in range(len(rows))])
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.set_title("torchlstm speed-up (medians, same run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="a short smoke run")
     p.add_argument("--repeats", type=int, default=0, help="timed samples per contender")
-    p.add_argument("--json", default="", help="also write all figures to this file")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled loop")
+    p.add_argument("--out", default=os.path.join(HERE, "out"), help="where JSON and PNG go")
     args = p.parse_args()
-    backend = "cuDNN" if args.device.startswith("cuda") else "oneDNN"
-    print(f"torchlstm benchmark: torch {torch.__version__}, device {args.device}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
-          file=sys.stderr)
-    rows = run(args)
-    head = (f"| case | T | B | I | H | mode | nn.LSTM ({backend}) ms | torchlstm ms | ratio |\n"
-            "|---|---|---|---|---|---|---|---|---|")
-    print("\n" + head)
-    for r in rows:
-        print(f"| {r['case']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {r['mode']} | "
-              f"{r['nn_lstm_ms']:.2f} | {r['torchlstm_ms']:.2f} | {r['ratio']:.2f} |")
-    print("\nratio = nn.LSTM time / torchlstm time (medians of alternating repeats; >1: "
-          "torchlstm faster)")
-    if args.json:
-        meta = dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
-                    machine=platform.machine(), date=datetime.datetime.now().isoformat())
-        with open(args.json, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    device = torch.device(args.device)
+    backend = "cuDNN" if device.type == "cuda" else "oneDNN"
+    hw = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    print(f"torchlstm benchmark: torch {torch.__version__}, {hw}, "
+          f"{torch.get_num_threads()} threads", file=sys.stderr)
+    peak = gemm_peak(device)
+    print(f"GEMM peak (float32): {peak:.0f} GFLOP/s", file=sys.stderr)
+    rows = run_cases(args, device, peak)
+    print("\n" + table(rows, backend))
+    print("\nratio = baseline time / torchlstm time (medians of alternating repeats; > 1: "
+          "torchlstm faster).\nmemory = bytes saved for backward, torchlstm / nn.LSTM.")
+    os.makedirs(args.out, exist_ok=True)
+    meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
+                threads=torch.get_num_threads(), gemm_peak_gflops=peak,
+                date=datetime.datetime.now().isoformat(timespec="seconds"),
+                cpu_direct_blas=torchlstm._C.cpu_direct_blas())
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    chart(rows, os.path.join(args.out, "ratios.png"), backend)
+    print(f"\nwrote {args.out}/results.json and {args.out}/ratios.png", file=sys.stderr)
 
 
 if __name__ == "__main__":
