@@ -244,7 +244,8 @@ def main():
     meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
                 threads=torch.get_num_threads(), gemm_peak_gflops=peak,
                 date=datetime.datetime.now().isoformat(timespec="seconds"),
-                cpu_direct_blas=torchlstm._C.cpu_direct_blas())
+                cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
+                cpu_packed_gemm=torchlstm._C.cpu_packed_gemm())
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     chart(rows, os.path.join(args.out, "ratios.png"), backend)

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <limits>
+
 namespace torchlstm {
 namespace {
 
@@ -41,6 +43,8 @@ LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::T
                    op, ": input must be float32 or float64, got ", input.scalar_type());
   TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
                     ": w_ih must have shape (4*hidden_size, input_size), got ", w_ih.sizes());
+  TORCH_CHECK_VALUE(!w_hr.has_value() || w_hr->dim() == 2, op,
+                    ": w_hr must have shape (proj_size, hidden_size), got ", w_hr->sizes());
   LayerSizes s;
   s.T = input.size(0);
   s.B = input.size(1);
@@ -78,6 +82,11 @@ LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::T
                 mask->device());
     check_dims(op, "mask", *mask, {s.T, s.B}, "(seq_len, batch)");
   }
+  // The per-step BLAS calls take 32-bit sizes (LP64 BLAS).
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  TORCH_CHECK_VALUE(s.B <= kIntMax && 4 * s.H <= kIntMax && s.Hout <= kIntMax, op,
+                    ": batch, 4*hidden_size and proj_size must each be below 2^31, got batch ",
+                    s.B, ", hidden_size ", s.H, ", output size ", s.Hout);
   TORCH_CHECK_VALUE(is_valid_activation(activation), op, ": unknown activation id ",
                     activation, " (see torchlstm.activations)");
   TORCH_CHECK_VALUE(is_valid_activation(recurrent_activation), op,

@@ -65,5 +65,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "[(name, id)] of the activations fused in the kernels");
   m.def("cpu_direct_blas", &torchlstm::cpu::has_direct_blas,
         "whether the CPU time loop calls BLAS directly (else through at::mm, slower)");
+  m.def("cpu_packed_gemm", &torchlstm::cpu::has_packed_gemm,
+        "whether float32 recurrent weights are packed once per sequence (MKL packed GEMM)");
   m.def("cuda_build", &cuda_build, "whether this build was compiled and linked with the CUDA toolkit");
 }

@@ -33,6 +33,7 @@ def test_cpu_time_loop_calls_blas_directly():
     # torch's x86 wheels export the BLAS they link; elsewhere the at::mm fallback is used.
     if torch.backends.mkl.is_available():
         assert _C.cpu_direct_blas()
+        assert _C.cpu_packed_gemm()
 
 
 def test_version():

@@ -175,3 +175,22 @@ def test_op_backward_argument_errors():
     bad[0] = out[:-1]
     with pytest.raises(ValueError, match="grad_output must have shape"):
         ops.layer_backward(*bad)
+
+
+def test_double_backward_is_a_clear_error_not_a_wrong_answer():
+    m = torchlstm.LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = m(x)
+    g, = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.pow(2).sum().backward()
+    cell = torchlstm.LSTMCell(3, 4, dtype=torch.float64)
+    h, c = cell(x[0])
+    g, = torch.autograd.grad(h.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+def test_op_zero_dim_projection_weight():
+    with pytest.raises(ValueError, match="w_hr must have shape"):
+        ops.layer_forward(*op_args(w_hr=torch.tensor(1.0)))

@@ -103,3 +103,18 @@ def _cell_backward(ctx, grad_h, grad_c, _grad_gates):
 
 torch.library.register_autograd("torchlstm::cell_forward", _cell_backward,
                                 setup_context=_cell_setup_context)
+
+
+# Double backward (create_graph=True through the LSTM, e.g. gradient penalties) is not
+# implemented: the backward ops' own backward raises, instead of autograd's fallback
+# silently returning wrong numbers.
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "torchlstm: double backward (a gradient of a gradient through torchlstm.LSTM / "
+        "LSTMCell, e.g. autograd.grad(..., create_graph=True) followed by backward) is not "
+        "supported yet")
+
+
+for _name in ("layer_backward", "cell_backward"):
+    torch.library.register_autograd(f"torchlstm::{_name}", _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)

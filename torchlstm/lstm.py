@@ -76,6 +76,7 @@ class LSTM(nn.Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         check_keras_flags(return_sequences, return_state)
 
+        self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers

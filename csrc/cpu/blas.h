@@ -4,17 +4,31 @@
 // view) costs microseconds that, at small batch, are a large part of a step. ATen's own
 // cpublas::gemm is not exported from libtorch, but the BLAS that torch links exports
 // the Fortran sgemm_/dgemm_ (MKL in the x86 wheels). They are resolved once, at first
-// use, with dlsym in the already-loaded process; where a torch build has no such symbol,
-// the GEMM falls back to at::addmm_out on views: still correct, only slower.
+// use, from libtorch_cpu itself (never from whatever else the process loaded: another
+// library's sgemm_, e.g. an ILP64 one, must not be picked up); where a torch build has
+// no such symbol, the GEMM falls back to at::addmm_out on views: correct, only slower.
 //
 // Conventions are BLAS's: column-major, C (m x n) = alpha * op(A) op(B) + beta * C.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <dlfcn.h>
 
 namespace torchlstm {
 namespace cpu {
+
+// A symbol of the library that defines ATen (libtorch_cpu), or nullptr.
+inline void* torch_symbol(const char* name) {
+  static void* const handle = [] {
+    Dl_info info;
+    void* h = nullptr;
+    if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) && info.dli_fname)
+      h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    return h;
+  }();
+  return handle ? dlsym(handle, name) : nullptr;
+}
 
 template <typename T>
 using fortran_gemm_t = void (*)(const char*, const char*, const int*, const int*, const int*,
@@ -24,12 +38,18 @@ using fortran_gemm_t = void (*)(const char*, const char*, const int*, const int*
 template <typename T>
 fortran_gemm_t<T> fortran_gemm() {
   static const fortran_gemm_t<T> fn = reinterpret_cast<fortran_gemm_t<T>>(
-      dlsym(RTLD_DEFAULT, std::is_same<T, float>::value ? "sgemm_" : "dgemm_"));
+      torch_symbol(std::is_same<T, float>::value ? "sgemm_" : "dgemm_"));
   return fn;
 }
 
 // Whether the direct BLAS path is in use (reported by torchlstm._C for the benchmark).
 inline bool has_direct_blas() { return fortran_gemm<float>() && fortran_gemm<double>(); }
+
+// Whether float32 recurrent weights are packed once per sequence (MKL's packed GEMM).
+inline bool has_packed_gemm() {
+  return torch_symbol("cblas_sgemm_pack_get_size") && torch_symbol("cblas_sgemm_pack") &&
+         torch_symbol("cblas_sgemm_compute");
+}
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -102,10 +122,9 @@ class PackedA {
       static const Mkl m = [] {
         Mkl r;
         r.pack_get_size = reinterpret_cast<decltype(r.pack_get_size)>(
-            dlsym(RTLD_DEFAULT, "cblas_sgemm_pack_get_size"));
-        r.pack = reinterpret_cast<decltype(r.pack)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_pack"));
-        r.compute =
-            reinterpret_cast<decltype(r.compute)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_compute"));
+            torch_symbol("cblas_sgemm_pack_get_size"));
+        r.pack = reinterpret_cast<decltype(r.pack)>(torch_symbol("cblas_sgemm_pack"));
+        r.compute = reinterpret_cast<decltype(r.compute)>(torch_symbol("cblas_sgemm_compute"));
         r.ok = r.pack_get_size && r.pack && r.compute;
         return r;
       }();

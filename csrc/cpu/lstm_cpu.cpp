@@ -25,10 +25,12 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <vector>
 
 #include "../gate_math.h"
 #include "../lstm_args.h"
 #include "blas.h"
+#include "team.h"
 #include "vec_math.h"
 
 namespace torchlstm {
@@ -36,13 +38,6 @@ namespace {
 
 constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
-
-// Rows of a pointwise pass handled per task: enough work per task to pay for the
-// fork/join (a few thousand gate values, each with a transcendental or two), small
-// enough that a batch of a few dozen rows is split over the cores.
-int64_t row_grain(int64_t units_per_row) {
-  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, units_per_row));
-}
 
 at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
                          const c10::optional<at::Tensor>& b_hh) {
@@ -52,20 +47,21 @@ at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
   return at::Tensor();
 }
 
-// One batch row of the forward pass: the H units, SIMD vectors first, then the tail.
+// n units of one batch row in the forward pass, SIMD vectors first, then the tail. g
+// points at the units' input-gate pre-activations; the f, g, o gates are H further each.
 template <typename scalar_t>
-inline void forward_row(Activation act, Activation ract, int64_t H, const scalar_t* g,
-                        const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
+inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H,
+                        const scalar_t* g, const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
-  for (; j + Vec::size() <= H; j += Vec::size()) {
+  for (; j + Vec::size() <= n; j += Vec::size()) {
     const auto o = cell_forward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
                                      Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
                                      Vec::loadu(c_prev + j));
     o.c.store(c + j);
     o.r.store(r + j);
   }
-  for (; j < H; ++j) {
+  for (; j < n; ++j) {
     const auto o = cell_forward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
                                           g[3 * H + j], c_prev[j]);
     c[j] = o.c;
@@ -73,15 +69,17 @@ inline void forward_row(Activation act, Activation ract, int64_t H, const scalar
   }
 }
 
-// One batch row of the backward pass. dr = dr_a (+ dr_b when given: the output gradient
-// plus the recurrent one, without a projection). dc is updated in place to dc_prev.
+// n units of one batch row in the backward pass (layout as forward_row; dg likewise).
+// dr = dr_a (+ dr_b when given: the output gradient plus the recurrent one, without a
+// projection). dc is updated in place to dc_prev. r (if given) receives o * act(c).
 template <typename scalar_t>
-inline void backward_row(Activation act, Activation ract, int64_t H, const scalar_t* g,
-                         const scalar_t* c_prev, const scalar_t* c, const scalar_t* dr_a,
-                         const scalar_t* dr_b, scalar_t* dc, scalar_t* dg, scalar_t* r) {
+inline void backward_row(Activation act, Activation ract, int64_t n, int64_t H,
+                         const scalar_t* g, const scalar_t* c_prev, const scalar_t* c,
+                         const scalar_t* dr_a, const scalar_t* dr_b, scalar_t* dc,
+                         scalar_t* dg, scalar_t* r) {
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
-  for (; j + Vec::size() <= H; j += Vec::size()) {
+  for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec dr = Vec::loadu(dr_a + j);
     if (dr_b) dr = dr + Vec::loadu(dr_b + j);
     const auto o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
@@ -95,7 +93,7 @@ inline void backward_row(Activation act, Activation ract, int64_t H, const scala
     o.dc_prev.store(dc + j);
     if (r) o.r.store(r + j);
   }
-  for (; j < H; ++j) {
+  for (; j < n; ++j) {
     const scalar_t dr = dr_b ? dr_a[j] + dr_b[j] : dr_a[j];
     const auto o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
                                            g[3 * H + j], c_prev[j], c[j], dr, dc[j]);
@@ -111,53 +109,154 @@ inline void backward_row(Activation act, Activation ract, int64_t H, const scala
 // Time index of processing step s.
 inline int64_t time_of(int64_t s, int64_t T, bool reverse) { return reverse ? T - 1 - s : s; }
 
+// Smallest slice of hidden units worth a thread of its own.
+constexpr int64_t kMinUnitsPerThread = 32;
+
+// The forward time loop, run by a team of nt threads (false: the team could not be had).
+template <typename scalar_t>
+bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
+                       Activation ract, const scalar_t* h0, const scalar_t* c0,
+                       const scalar_t* w_hh, const scalar_t* w_hr, const bool* mask,
+                       scalar_t* gates, scalar_t* out, scalar_t* cs, scalar_t* r_ws) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  // Member k owns hidden units u[k] (and, with a projection, outputs p[k]). In the
+  // column-major BLAS view its products are, per gate q,
+  //   gates[t]^T rows qH+u  += W_hh rows qH+u (|u| x Hout) . h_prev^T
+  //   out[t]^T rows p        = W_hr rows p (|p| x H) . r^T
+  // Its slices of W_hh and W_hr are packed once, here, for all T steps.
+  std::vector<cpu::Slice> u(nt), p(nt);
+  std::vector<cpu::PackedA<scalar_t>> hh, hr;
+  hh.reserve(4 * nt);
+  hr.reserve(nt);
+  for (int k = 0; k < nt; ++k) {
+    u[k] = cpu::slice_of(H, nt, k, Vec::size());
+    for (int64_t q = 0; q < 4; ++q)
+      hh.emplace_back(kT, u[k].len, B, Hout, w_hh + (q * H + u[k].begin) * Hout, Hout);
+    if (z.proj) {
+      p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
+      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H);
+    }
+  }
+  return cpu::run_team(nt, [&](int k) {
+    const int64_t j0 = u[k].begin, n = u[k].len;
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = time_of(s, T, reverse);
+      const int64_t tp = time_of(s - 1, T, reverse);
+      const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
+      const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
+      scalar_t* g_t = gates + t * B * G;
+      scalar_t* out_t = out + t * B * Hout;
+      scalar_t* c_t = cs + t * B * H;
+      scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o * act(c) goes
+      const bool* m_t = mask ? mask + t * B : nullptr;
+
+      for (int64_t q = 0; q < 4; ++q)  // gates[t] += h_prev W_hh^T, own units
+        hh[4 * k + q].gemm(B, h_prev, Hout, scalar_t(1), g_t + q * H + j0, G);
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* c = c_t + b * H + j0;
+        scalar_t* r = r_t + b * H + j0;
+        if (m_t && !m_t[b]) {  // masked step: the state carries over
+          std::memcpy(c, c_prev + b * H + j0, n * sizeof(scalar_t));
+          if (z.proj) std::memset(r, 0, n * sizeof(scalar_t));
+          else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
+          continue;
+        }
+        forward_row(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c, r);
+      }
+      if (z.proj) {
+        cpu::barrier();  // all of r is needed by every member's projection
+        const int64_t p0 = p[k].begin, pn = p[k].len;
+        hr[k].gemm(B, r_ws, H, scalar_t(0), out_t + p0, Hout);  // out[t] = r W_hr^T
+        for (int64_t b = 0; m_t && b < B; ++b)
+          if (!m_t[b])
+            std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(scalar_t));
+      }
+      cpu::barrier();  // h[t] complete before any member's next GEMM reads it
+    }
+  });
+}
+
 template <typename scalar_t>
 void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
                   const scalar_t* h0, const scalar_t* c0, const scalar_t* w_hh,
                   const scalar_t* w_hr, const bool* mask, scalar_t* gates, scalar_t* out,
                   scalar_t* cs, scalar_t* r_ws) {
+  const int nt = cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
+  if (!forward_loop_team(nt, z, reverse, act, ract, h0, c0, w_hh, w_hr, mask, gates, out, cs,
+                         r_ws))
+    forward_loop_team(1, z, reverse, act, ract, h0, c0, w_hh, w_hr, mask, gates, out, cs, r_ws);
+}
+
+// The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry and
+// d h0 on return; dc likewise (grad_cn, then d c0).
+template <typename scalar_t>
+bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
+                        Activation ract, const scalar_t* grad_out, const scalar_t* c0,
+                        const scalar_t* w_hh, const scalar_t* w_hr, const bool* mask,
+                        const scalar_t* gates, const scalar_t* cs, scalar_t* dgates,
+                        scalar_t* dh_a, scalar_t* dh_b, scalar_t* dc, scalar_t* dh_all,
+                        scalar_t* r_all, scalar_t* dr_ws) {
+  using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
-  // Column-major BLAS view of the row-major per-step products:
-  //   gates[t]^T (4H x B) += W_hh (4H x Hout) h_prev^T,   out[t]^T = W_hr r^T
-  const cpu::PackedA<scalar_t> hh(kT, G, B, Hout, w_hh, Hout);
-  const cpu::PackedA<scalar_t> hr(kT, z.proj ? Hout : 0, B, H, w_hr, H);
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = time_of(s, T, reverse);
-    const int64_t tp = time_of(s - 1, T, reverse);
-    const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
-    const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
-    scalar_t* g_t = gates + t * B * G;
-    scalar_t* out_t = out + t * B * Hout;
-    scalar_t* c_t = cs + t * B * H;
-    const bool* m_t = mask ? mask + t * B : nullptr;
+  // Member k owns hidden units u[k] (gate pass, dr) and h units p[k] (dh GEMM):
+  //   dh_prev^T rows p = (W_hh columns p)^T . dgates[t]^T     (needs all of dgates[t])
+  //   dr^T rows u      = (W_hr columns u)^T . dh^T            (needs all of dh)
+  std::vector<cpu::Slice> u(nt), p(nt);
+  std::vector<cpu::PackedA<scalar_t>> hh, hr;
+  hh.reserve(nt);
+  hr.reserve(nt);
+  for (int k = 0; k < nt; ++k) {
+    u[k] = cpu::slice_of(H, nt, k, Vec::size());
+    p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
+    hh.emplace_back(kN, p[k].len, B, G, w_hh + p[k].begin, Hout);
+    if (z.proj) hr.emplace_back(kN, u[k].len, B, Hout, w_hr + u[k].begin, H);
+  }
+  return cpu::run_team(nt, [&](int k) {
+    const int64_t j0 = u[k].begin, n = u[k].len, p0 = p[k].begin, pn = p[k].len;
+    scalar_t* dh = dh_a;     // gradient reaching h of the current step from later steps
+    scalar_t* dh_nx = dh_b;  // ... and of the step before it
+    for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t t = time_of(s, T, reverse);
+      const int64_t tp = time_of(s - 1, T, reverse);
+      const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
+      const scalar_t* g_t = gates + t * B * G;
+      const scalar_t* c_t = cs + t * B * H;
+      const scalar_t* go_t = grad_out + t * B * Hout;
+      scalar_t* dg_t = dgates + t * B * G;
+      scalar_t* dht = z.proj ? dh_all + t * B * Hout : nullptr;  // total dh, for dW_hr
+      const bool* m_t = mask ? mask + t * B : nullptr;
 
-    hh.gemm(B, h_prev, Hout, scalar_t(1), g_t, G);  // gates[t] += h_prev W_hh^T
-
-    scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o*act(c) goes
-    at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const scalar_t* g = g_t + b * G;
-        const scalar_t* cp = c_prev + b * H;
-        scalar_t* c = c_t + b * H;
-        scalar_t* r = r_t + b * H;
-        if (m_t && !m_t[b]) {  // masked step: state carries over
-          std::memcpy(c, cp, H * sizeof(scalar_t));
-          if (z.proj) std::memset(r, 0, H * sizeof(scalar_t));
-          else std::memcpy(r, h_prev + b * Hout, H * sizeof(scalar_t));
+      if (z.proj) {
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] = go_t[b * Hout + i] + dh[b * Hout + i];
+        cpu::barrier();  // all of dh[t] is needed by every member's dr
+        hr[k].gemm(B, dht, Hout, scalar_t(0), dr_ws + j0, H);  // dr = dh W_hr, own units
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* dg = dg_t + b * G + j0;
+        if (m_t && !m_t[b]) {  // masked: no gate gradient, dc passes through
+          for (int64_t q = 0; q < 4; ++q) std::memset(dg + q * H, 0, n * sizeof(scalar_t));
+          if (z.proj) std::memset(r_all + (t * B + b) * H + j0, 0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row(act, ract, H, g, cp, c, r);
+        const scalar_t* dr_a = z.proj ? dr_ws + b * H + j0 : go_t + b * Hout + j0;
+        const scalar_t* dr_b = z.proj ? nullptr : dh + b * Hout + j0;
+        backward_row(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0,
+                     dr_a, dr_b, dc + b * H + j0, dg,
+                     z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
       }
-    });
-
-    if (z.proj) {
-      hr.gemm(B, r_ws, H, scalar_t(0), out_t, Hout);  // out[t] = r W_hr^T
-      if (m_t) {
-        for (int64_t b = 0; b < B; ++b)
-          if (!m_t[b]) std::memcpy(out_t + b * Hout, h_prev + b * Hout, Hout * sizeof(scalar_t));
+      cpu::barrier();  // all of dgates[t] is needed by every member's dh GEMM
+      hh[k].gemm(B, dg_t, G, scalar_t(0), dh_nx + p0, Hout);  // dh_prev = dgates[t] W_hh
+      for (int64_t b = 0; m_t && b < B; ++b) {  // masked rows: h carried, and its gradient
+        if (m_t[b]) continue;
+        for (int64_t i = p0; i < p0 + pn; ++i)
+          dh_nx[b * Hout + i] = z.proj ? dht[b * Hout + i] : go_t[b * Hout + i] + dh[b * Hout + i];
       }
+      cpu::barrier();  // dh_prev complete, and every read of dh done, before the swap
+      std::swap(dh, dh_nx);
     }
-  }
+  });
 }
 
 template <typename scalar_t>
@@ -166,60 +265,13 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
                    const scalar_t* w_hr, const bool* mask, const scalar_t* gates,
                    const scalar_t* cs, scalar_t* dgates, scalar_t* dh_a, scalar_t* dh_b,
                    scalar_t* dc, scalar_t* dh_all, scalar_t* r_all, scalar_t* dr_ws) {
-  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
-  scalar_t* dh = dh_a;     // gradient reaching h of the current step from later steps
-  scalar_t* dh_nx = dh_b;  // ... and of the step before it
-  // dh_prev^T (Hout x B) = W_hh^T dgates^T;  dr^T (H x B) = W_hr^T dh^T
-  const cpu::PackedA<scalar_t> hh(kN, Hout, B, G, w_hh, Hout);
-  const cpu::PackedA<scalar_t> hr(kN, z.proj ? H : 0, B, Hout, w_hr, H);
-  for (int64_t s = T - 1; s >= 0; --s) {
-    const int64_t t = time_of(s, T, reverse);
-    const int64_t tp = time_of(s - 1, T, reverse);
-    const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
-    const scalar_t* g_t = gates + t * B * G;
-    const scalar_t* c_t = cs + t * B * H;
-    const scalar_t* go_t = grad_out + t * B * Hout;
-    scalar_t* dg_t = dgates + t * B * G;
-    const bool* m_t = mask ? mask + t * B : nullptr;
-
-    if (z.proj) {
-      // total dh of this step, kept for dW_hr; dr = dh W_hr
-      scalar_t* dht = dh_all + t * B * Hout;
-      for (int64_t k = 0; k < B * Hout; ++k) dht[k] = go_t[k] + dh[k];
-      hr.gemm(B, dht, Hout, scalar_t(0), dr_ws, H);
-    }
-
-    at::parallel_for(0, B, row_grain(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        scalar_t* dg = dg_t + b * G;
-        scalar_t* dcb = dc + b * H;
-        if (m_t && !m_t[b]) {  // masked: no gate gradient, dc passes through
-          std::memset(dg, 0, G * sizeof(scalar_t));
-          if (z.proj) std::memset(r_all + (t * B + b) * H, 0, H * sizeof(scalar_t));
-          continue;
-        }
-        if (z.proj)
-          backward_row(act, ract, H, g_t + b * G, c_prev + b * H, c_t + b * H, dr_ws + b * H,
-                       static_cast<const scalar_t*>(nullptr), dcb, dg,
-                       r_all + (t * B + b) * H);
-        else
-          backward_row(act, ract, H, g_t + b * G, c_prev + b * H, c_t + b * H,
-                       go_t + b * Hout, dh + b * Hout, dcb, dg, static_cast<scalar_t*>(nullptr));
-      }
-    });
-
-    hh.gemm(B, dg_t, G, scalar_t(0), dh_nx, Hout);  // dh_prev = dgates[t] W_hh
-    if (m_t) {  // masked rows: h carried over, so its whole gradient does too
-      for (int64_t b = 0; b < B; ++b) {
-        if (m_t[b]) continue;
-        const scalar_t* src = z.proj ? dh_all + (t * B + b) * Hout : nullptr;
-        for (int64_t k = 0; k < Hout; ++k)
-          dh_nx[b * Hout + k] = src ? src[k] : go_t[b * Hout + k] + dh[b * Hout + k];
-      }
-    }
-    std::swap(dh, dh_nx);
-  }
-  if (dh != dh_a) std::memcpy(dh_a, dh, B * Hout * sizeof(scalar_t));
+  const int nt = cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
+  if (!backward_loop_team(nt, z, reverse, act, ract, grad_out, c0, w_hh, w_hr, mask, gates, cs,
+                          dgates, dh_a, dh_b, dc, dh_all, r_all, dr_ws))
+    backward_loop_team(1, z, reverse, act, ract, grad_out, c0, w_hh, w_hr, mask, gates, cs,
+                       dgates, dh_a, dh_b, dc, dh_all, r_all, dr_ws);
+  // after T swaps the last dh_prev sits in dh_b when T is odd
+  if (z.T % 2 == 1) std::memcpy(dh_a, dh_b, z.B * z.Hout * sizeof(scalar_t));
 }
 
 }  // namespace

@@ -1,0 +1,74 @@
+// team.h — one team of threads for a whole time loop.
+//
+// A time step is too small to fork and join threads for (at B=1, H=128 a step is a few
+// microseconds). So the CPU loops open ONE OpenMP parallel region per sequence: thread k
+// owns a contiguous slice of hidden units (its rows of W_hh, packed once), computes its
+// slice of the recurrent GEMM and the fused gate pass for it, and the team meets at a
+// barrier where a step needs the others' results. BLAS called inside runs single-threaded.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace torchlstm {
+namespace cpu {
+
+// [begin, begin + len) of n units for member k of a team of nt, in whole SIMD blocks.
+struct Slice {
+  int64_t begin, len;
+};
+
+inline Slice slice_of(int64_t n, int nt, int k, int64_t align) {
+  const int64_t blocks = (n + align - 1) / align;
+  const int64_t b0 = blocks * k / nt, b1 = blocks * (k + 1) / nt;
+  const int64_t begin = std::min(n, b0 * align), end = std::min(n, b1 * align);
+  return {begin, end - begin};
+}
+
+// Team size for a loop over `units` hidden units: ATen's thread count, at most one
+// thread per `min_units` units, and 1 inside an enclosing parallel region.
+inline int team_size(int64_t units, int64_t min_units) {
+#ifdef _OPENMP
+  if (at::in_parallel_region() || omp_in_parallel()) return 1;
+  const int64_t by_work = std::max<int64_t>(1, units / std::max<int64_t>(1, min_units));
+  return static_cast<int>(std::min<int64_t>(at::get_num_threads(), by_work));
+#else
+  (void)units;
+  (void)min_units;
+  return 1;
+#endif
+}
+
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+// Runs body(k) on member k of a team of nt threads. Returns false, having run nothing,
+// if the runtime gave a team of another size (then the caller retries with nt = 1).
+template <typename F>
+bool run_team(int nt, const F& body) {
+#ifdef _OPENMP
+  if (nt > 1) {
+    bool ok = true;
+#pragma omp parallel num_threads(nt)
+    {
+      if (omp_get_num_threads() == nt) body(omp_get_thread_num());
+      else ok = false;  // every member sees the same size: a benign same-value write
+    }
+    return ok;
+  }
+#endif
+  body(0);
+  return true;
+}
+
+}  // namespace cpu
+}  // namespace torchlstm
