@@ -47,23 +47,29 @@ at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
   return at::Tensor();
 }
 
-// n units of one batch row in the forward pass, SIMD vectors first, then the tail. g
-// points at the units' input-gate pre-activations; the f, g, o gates are H further each.
+// n units of one batch row in the forward pass, SIMD vectors first, then the tail.
+// g: the units' input projections (+ bias), gate q at g + q*H; rec: their recurrent
+// products, gate q at rec + q*n. The sums, the gate pre-activations, are stored back
+// into g (saved for backward); c and r = o * act(c) are written.
 template <typename scalar_t>
-inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H,
-                        const scalar_t* g, const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
+inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H, scalar_t* g,
+                        const scalar_t* rec, const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
   for (; j + Vec::size() <= n; j += Vec::size()) {
-    const auto o = cell_forward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                                     Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                                     Vec::loadu(c_prev + j));
+    Vec a[4];
+    for (int q = 0; q < 4; ++q) {
+      a[q] = Vec::loadu(g + q * H + j) + Vec::loadu(rec + q * n + j);
+      a[q].store(g + q * H + j);
+    }
+    const auto o = cell_forward<Vec>(act, ract, a[0], a[1], a[2], a[3], Vec::loadu(c_prev + j));
     o.c.store(c + j);
     o.r.store(r + j);
   }
   for (; j < n; ++j) {
-    const auto o = cell_forward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
-                                          g[3 * H + j], c_prev[j]);
+    scalar_t a[4];
+    for (int q = 0; q < 4; ++q) a[q] = g[q * H + j] += rec[q * n + j];
+    const auto o = cell_forward<scalar_t>(act, ract, a[0], a[1], a[2], a[3], c_prev[j]);
     c[j] = o.c;
     r[j] = o.r;
   }
@@ -120,19 +126,22 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
                        scalar_t* gates, scalar_t* out, scalar_t* cs, scalar_t* r_ws) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
-  // Member k owns hidden units u[k] (and, with a projection, outputs p[k]). In the
-  // column-major BLAS view its products are, per gate q,
-  //   gates[t]^T rows qH+u  += W_hh rows qH+u (|u| x Hout) . h_prev^T
-  //   out[t]^T rows p        = W_hr rows p (|p| x H) . r^T
-  // Its slices of W_hh and W_hr are packed once, here, for all T steps.
+  // Member k owns hidden units u[k] (and, with a projection, outputs p[k]). Its rows of
+  // W_hh, the four gates of its units, are gathered into one (4|u| x Hout) matrix and
+  // packed once for all T steps, so a step is ONE GEMM per member, into its scratch:
+  //   rec_k^T (4|u| x B) = W_k . h_prev^T,        out[t]^T rows p = W_hr rows p . r^T
   std::vector<cpu::Slice> u(nt), p(nt);
+  std::vector<at::Tensor> w_k(nt);
   std::vector<cpu::PackedA<scalar_t>> hh, hr;
-  hh.reserve(4 * nt);
+  hh.reserve(nt);
   hr.reserve(nt);
+  auto w_hh_t = at::from_blob(const_cast<scalar_t*>(w_hh), {4, H, Hout},
+                              at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
+  auto rec = at::empty({B * 4 * H}, w_hh_t.options());  // members' scratch, side by side
   for (int k = 0; k < nt; ++k) {
     u[k] = cpu::slice_of(H, nt, k, Vec::size());
-    for (int64_t q = 0; q < 4; ++q)
-      hh.emplace_back(kT, u[k].len, B, Hout, w_hh + (q * H + u[k].begin) * Hout, Hout);
+    w_k[k] = w_hh_t.narrow(1, u[k].begin, u[k].len).reshape({4 * u[k].len, Hout});
+    hh.emplace_back(kT, 4 * u[k].len, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout);
     if (z.proj) {
       p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
       hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H);
@@ -140,6 +149,7 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
   }
   return cpu::run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len;
+    scalar_t* rec_k = rec.template data_ptr<scalar_t>() + B * 4 * j0;  // (B, 4n)
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = time_of(s, T, reverse);
       const int64_t tp = time_of(s - 1, T, reverse);
@@ -151,8 +161,7 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
       scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o * act(c) goes
       const bool* m_t = mask ? mask + t * B : nullptr;
 
-      for (int64_t q = 0; q < 4; ++q)  // gates[t] += h_prev W_hh^T, own units
-        hh[4 * k + q].gemm(B, h_prev, Hout, scalar_t(1), g_t + q * H + j0, G);
+      hh[k].gemm(B, h_prev, Hout, scalar_t(0), rec_k, 4 * n);  // h_prev W_k^T, own units
       for (int64_t b = 0; b < B; ++b) {
         scalar_t* c = c_t + b * H + j0;
         scalar_t* r = r_t + b * H + j0;
@@ -162,7 +171,8 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
           else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c, r);
+        forward_row(act, ract, n, H, g_t + b * G + j0, rec_k + b * 4 * n, c_prev + b * H + j0,
+                    c, r);
       }
       if (z.proj) {
         cpu::barrier();  // all of r is needed by every member's projection

@@ -19,4 +19,19 @@ struct GateOps<at::vec::Vectorized<S>> {
   static V step(V x) { return x.gt(V(S(0))); }  // 1.0 where x > 0, else 0.0
 };
 
+// float32: exp is ATen's inline exp_u20 (a polynomial, ~20 ulp, no SLEEF call), and tanh
+// is built on it as 2 / (1 + exp(-2x)) - 1, exact at the ends (+-1, no overflow to NaN).
+// The gate pass is dominated by these (five per hidden unit), and float32 LSTM outputs
+// need absolute, not last-ulp, accuracy: errors stay ~1e-6 (tests compare with nn.LSTM).
+// float64 keeps SLEEF's 1-ulp functions (the generic specialisation above).
+template <>
+struct GateOps<at::vec::Vectorized<float>> {
+  using V = at::vec::Vectorized<float>;
+  static V exp(V x) { return x.exp_u20(); }
+  static V tanh(V x) { return V(2.0f) / (V(1.0f) + (V(-2.0f) * x).exp_u20()) - V(1.0f); }
+  static V max(V a, V b) { return at::vec::maximum(a, b); }
+  static V min(V a, V b) { return at::vec::minimum(a, b); }
+  static V step(V x) { return x.gt(V(0.0f)); }
+};
+
 }  // namespace torchlstm
