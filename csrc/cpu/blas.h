@@ -82,11 +82,13 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 template <typename T>
 class PackedA {
  public:
-  PackedA(bool trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda)
+  // pack = false: plain gemm (packing costs tens of microseconds; not worth it for a
+  // few steps).
+  PackedA(bool trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, bool pack)
       : trans_a_(trans_a), m_(m), k_(k), a_(a), lda_(lda) {
     if constexpr (std::is_same<T, float>::value) {
       const auto& mkl = Mkl::get();
-      if (mkl.ok && m > 0 && n > 0 && k > 0) {
+      if (pack && mkl.ok && m > 0 && n > 0 && k > 0) {
         const size_t bytes = mkl.pack_get_size(kAMatrix, m, n, k);
         packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
         mkl.pack(kColMajor, kAMatrix, trans_a ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,

@@ -39,27 +39,23 @@ namespace {
 constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
 
-at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih,
-                         const c10::optional<at::Tensor>& b_hh) {
-  if (b_ih.has_value() && b_hh.has_value()) return *b_ih + *b_hh;
-  if (b_ih.has_value()) return *b_ih;
-  if (b_hh.has_value()) return *b_hh;
-  return at::Tensor();
-}
-
 // n units of one batch row in the forward pass, SIMD vectors first, then the tail.
-// g: the units' input projections (+ bias), gate q at g + q*H; rec: their recurrent
-// products, gate q at rec + q*n. The sums, the gate pre-activations, are stored back
-// into g (saved for backward); c and r = o * act(c) are written.
+// g: the units' input projections, gate q at g + q*H; rec: their recurrent products,
+// gate q at rec + q*n; b1, b2: the biases (or null), gate q at + q*H. The sums, the gate
+// pre-activations, are stored back into g (saved for backward); c and r = o * act(c)
+// are written.
 template <typename scalar_t>
 inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H, scalar_t* g,
-                        const scalar_t* rec, const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
+                        const scalar_t* rec, const scalar_t* b1, const scalar_t* b2,
+                        const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec a[4];
     for (int q = 0; q < 4; ++q) {
       a[q] = Vec::loadu(g + q * H + j) + Vec::loadu(rec + q * n + j);
+      if (b1) a[q] = a[q] + Vec::loadu(b1 + q * H + j);
+      if (b2) a[q] = a[q] + Vec::loadu(b2 + q * H + j);
       a[q].store(g + q * H + j);
     }
     const auto o = cell_forward<Vec>(act, ract, a[0], a[1], a[2], a[3], Vec::loadu(c_prev + j));
@@ -68,7 +64,12 @@ inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H, s
   }
   for (; j < n; ++j) {
     scalar_t a[4];
-    for (int q = 0; q < 4; ++q) a[q] = g[q * H + j] += rec[q * n + j];
+    for (int q = 0; q < 4; ++q) {
+      a[q] = g[q * H + j] + rec[q * n + j];
+      if (b1) a[q] += b1[q * H + j];
+      if (b2) a[q] += b2[q * H + j];
+      g[q * H + j] = a[q];
+    }
     const auto o = cell_forward<scalar_t>(act, ract, a[0], a[1], a[2], a[3], c_prev[j]);
     c[j] = o.c;
     r[j] = o.r;
@@ -118,18 +119,25 @@ inline int64_t time_of(int64_t s, int64_t T, bool reverse) { return reverse ? T 
 // Smallest slice of hidden units worth a thread of its own.
 constexpr int64_t kMinUnitsPerThread = 32;
 
+// Whether packing the recurrent weights once pays for itself over the sequence: packing
+// costs about as much as 40 steps' savings at batch 1, 3 at batch 32 (measured with
+// MKL on the benchmark machine), so short sequences and the cell op skip it.
+inline bool worth_packing(int64_t T, int64_t B) { return T * std::min<int64_t>(B, 8) >= 64; }
+
 // The forward time loop, run by a team of nt threads (false: the team could not be had).
 template <typename scalar_t>
 bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
                        Activation ract, const scalar_t* h0, const scalar_t* c0,
-                       const scalar_t* w_hh, const scalar_t* w_hr, const bool* mask,
-                       scalar_t* gates, scalar_t* out, scalar_t* cs, scalar_t* r_ws) {
+                       const scalar_t* w_hh, const scalar_t* b_ih, const scalar_t* b_hh,
+                       const scalar_t* w_hr, const bool* mask, scalar_t* gates,
+                       scalar_t* out, scalar_t* cs, scalar_t* r_ws) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   // Member k owns hidden units u[k] (and, with a projection, outputs p[k]). Its rows of
   // W_hh, the four gates of its units, are gathered into one (4|u| x Hout) matrix and
   // packed once for all T steps, so a step is ONE GEMM per member, into its scratch:
   //   rec_k^T (4|u| x B) = W_k . h_prev^T,        out[t]^T rows p = W_hr rows p . r^T
+  const bool pack = worth_packing(T, B);
   std::vector<cpu::Slice> u(nt), p(nt);
   std::vector<at::Tensor> w_k(nt);
   std::vector<cpu::PackedA<scalar_t>> hh, hr;
@@ -141,10 +149,11 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
   for (int k = 0; k < nt; ++k) {
     u[k] = cpu::slice_of(H, nt, k, Vec::size());
     w_k[k] = w_hh_t.narrow(1, u[k].begin, u[k].len).reshape({4 * u[k].len, Hout});
-    hh.emplace_back(kT, 4 * u[k].len, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout);
+    hh.emplace_back(kT, 4 * u[k].len, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout,
+                    pack);
     if (z.proj) {
       p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
-      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H);
+      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H, pack);
     }
   }
   return cpu::run_team(nt, [&](int k) {
@@ -171,8 +180,9 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
           else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row(act, ract, n, H, g_t + b * G + j0, rec_k + b * 4 * n, c_prev + b * H + j0,
-                    c, r);
+        forward_row(act, ract, n, H, g_t + b * G + j0, rec_k + b * 4 * n,
+                    b_ih ? b_ih + j0 : nullptr, b_hh ? b_hh + j0 : nullptr,
+                    c_prev + b * H + j0, c, r);
       }
       if (z.proj) {
         cpu::barrier();  // all of r is needed by every member's projection
@@ -190,12 +200,14 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
 template <typename scalar_t>
 void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
                   const scalar_t* h0, const scalar_t* c0, const scalar_t* w_hh,
-                  const scalar_t* w_hr, const bool* mask, scalar_t* gates, scalar_t* out,
-                  scalar_t* cs, scalar_t* r_ws) {
+                  const scalar_t* b_ih, const scalar_t* b_hh, const scalar_t* w_hr,
+                  const bool* mask, scalar_t* gates, scalar_t* out, scalar_t* cs,
+                  scalar_t* r_ws) {
   const int nt = cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
-  if (!forward_loop_team(nt, z, reverse, act, ract, h0, c0, w_hh, w_hr, mask, gates, out, cs,
-                         r_ws))
-    forward_loop_team(1, z, reverse, act, ract, h0, c0, w_hh, w_hr, mask, gates, out, cs, r_ws);
+  if (!forward_loop_team(nt, z, reverse, act, ract, h0, c0, w_hh, b_ih, b_hh, w_hr, mask, gates,
+                         out, cs, r_ws))
+    forward_loop_team(1, z, reverse, act, ract, h0, c0, w_hh, b_ih, b_hh, w_hr, mask, gates, out,
+                      cs, r_ws);
 }
 
 // The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry and
@@ -212,6 +224,7 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
   // Member k owns hidden units u[k] (gate pass, dr) and h units p[k] (dh GEMM):
   //   dh_prev^T rows p = (W_hh columns p)^T . dgates[t]^T     (needs all of dgates[t])
   //   dr^T rows u      = (W_hr columns u)^T . dh^T            (needs all of dh)
+  const bool pack = worth_packing(T, B);
   std::vector<cpu::Slice> u(nt), p(nt);
   std::vector<cpu::PackedA<scalar_t>> hh, hr;
   hh.reserve(nt);
@@ -219,8 +232,8 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
   for (int k = 0; k < nt; ++k) {
     u[k] = cpu::slice_of(H, nt, k, Vec::size());
     p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
-    hh.emplace_back(kN, p[k].len, B, G, w_hh + p[k].begin, Hout);
-    if (z.proj) hr.emplace_back(kN, u[k].len, B, Hout, w_hr + u[k].begin, H);
+    hh.emplace_back(kN, p[k].len, B, G, w_hh + p[k].begin, Hout, pack);
+    if (z.proj) hr.emplace_back(kN, u[k].len, B, Hout, w_hr + u[k].begin, H, pack);
   }
   return cpu::run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len, p0 = p[k].begin, pn = p[k].len;
@@ -307,12 +320,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   auto out = at::empty({T, B, Hout}, input.options());
   auto cs = at::empty({T, B, H}, input.options());
   if (T * B > 0) {
-    // Input projection of every step at once; the bias rides along.
-    const auto bias = combined_bias(b_ih, b_hh);
+    // Input projection of every step at once (the biases are added in the gate pass).
     auto g2 = gates.view({T * B, G});
-    const auto x2 = input.view({T * B, z.I});
-    if (bias.defined()) at::addmm_out(g2, bias, x2, w_ih_.t());
-    else at::mm_out(g2, x2, w_ih_.t());
+    at::mm_out(g2, input.view({T * B, z.I}), w_ih_.t());
+    const auto b1 = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
+    const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
 
     auto r_ws = z.proj ? at::empty({B, H}, input.options()) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_forward_cpu", [&] {
@@ -320,6 +332,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
                              static_cast<Activation>(recurrent_activation),
                              h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
                              w_hh.data_ptr<scalar_t>(),
+                             b1.defined() ? b1.data_ptr<scalar_t>() : nullptr,
+                             b2.defined() ? b2.data_ptr<scalar_t>() : nullptr,
                              z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
                              mask.defined() ? mask.data_ptr<bool>() : nullptr,
                              gates.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
@@ -327,9 +341,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
                              z.proj ? r_ws.data_ptr<scalar_t>() : nullptr);
     });
   }
+  // Final states: the last processed step's rows (or the initial state when T = 0).
   const int64_t t_last = reverse ? 0 : T - 1;
-  auto h_n = T > 0 ? out[t_last].clone() : h0.clone();
-  auto c_n = T > 0 ? cs[t_last].clone() : c0.clone();
+  auto h_n = at::empty({B, Hout}, input.options());
+  auto c_n = at::empty({B, H}, input.options());
+  const auto elem = input.element_size();
+  std::memcpy(h_n.data_ptr(),
+              T > 0 ? static_cast<char*>(out.data_ptr()) + t_last * B * Hout * elem : h0.data_ptr(),
+              B * Hout * elem);
+  std::memcpy(c_n.data_ptr(),
+              T > 0 ? static_cast<char*>(cs.data_ptr()) + t_last * B * H * elem : c0.data_ptr(),
+              B * H * elem);
   return {out, h_n, c_n, gates, cs};
 }
 
