@@ -44,6 +44,8 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
         x = outs[0] if num_directions == 1 else torch.cat(outs, dim=2)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
+    if len(h_n) == 1:  # a view, not a copy
+        return x, h_n[0].unsqueeze(0), c_n[0].unsqueeze(0)
     return x, torch.stack(h_n), torch.stack(c_n)
 
 

@@ -115,6 +115,11 @@ class LSTM(nn.Module):
                     names.append(name)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
+        # per (layer, direction): the names of the LayerWeights fields, None where absent
+        self._weight_names = [
+            tuple(next((n for n in names if n.startswith(f + "_l")), None)
+                  for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+            for names in self._all_weights]
         self.reset_parameters()
 
     # ------------------------------------------------------------------ nn.LSTM API
@@ -161,12 +166,10 @@ class LSTM(nn.Module):
         return s
 
     def _layer_weights(self) -> list[LayerWeights]:
-        ws = []
-        for names in self._all_weights:
-            p = {n.split("_l")[0]: getattr(self, n) for n in names}
-            ws.append(LayerWeights(p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                                   p.get("bias_hh"), p.get("weight_hr")))
-        return ws
+        """The parameters of each (layer, direction), looked up by name on every call so
+        that load_state_dict, functional_call and replaced parameters are honoured."""
+        return [LayerWeights(*(getattr(self, n) if n else None for n in names))
+                for names in self._weight_names]
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
