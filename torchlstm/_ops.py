@@ -65,6 +65,9 @@ def _layer_setup_context(ctx, inputs, output):
     ctx.activation = activation
     ctx.recurrent_activation = recurrent_activation
     ctx.mark_non_differentiable(gates, cs)
+    # Unused outputs (h_n, c_n, and always gates and cs) get None, not zero-filled
+    # tensors: the backward op treats a missing gradient as zero at no cost.
+    ctx.set_materialize_grads(False)
 
 
 def _layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
@@ -90,6 +93,7 @@ def _cell_setup_context(ctx, inputs, output):
     ctx.activation = activation
     ctx.recurrent_activation = recurrent_activation
     ctx.mark_non_differentiable(gates)
+    ctx.set_materialize_grads(False)
 
 
 def _cell_backward(ctx, grad_h, grad_c, _grad_gates):
