@@ -71,7 +71,8 @@ def gemm_peak(device, dtype=torch.float32):
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    m = Timer("torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}).blocked_autorange(
+    m = Timer("torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b},
+              num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=1.0)
     return 2 * n ** 3 / m.median / 1e9
 
@@ -109,7 +110,8 @@ def saved_bytes(model, x):
 def time_alternating(steps, repeats, min_time):
     """Median seconds per call of each step. Samples alternate between the contenders so
     that noise on a shared machine hits all of them alike."""
-    timers = [Timer("f()", globals={"f": f}) for f in steps]
+    # Timer defaults to ONE thread: time with the threads the process really uses
+    timers = [Timer("f()", globals={"f": f}, num_threads=torch.get_num_threads()) for f in steps]
     inner = []
     for t in timers:  # warm-up, and calls per sample so a sample lasts >= min_time
         t.timeit(2)
