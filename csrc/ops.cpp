@@ -8,6 +8,8 @@
 //                   returns (output (T,B,Hout), h_n (B,Hout), c_n (B,H),
 //                            gates (T,B,4H) pre-activations, cs (T,B,H) cell states)
 //                   the last two are saved for backward.
+//   layer_inference: layer_forward's (output, h_n, c_n) with nothing saved for backward
+//                   (no autograd: the modules call it when no gradient is needed).
 //   layer_backward: gradients of all inputs of layer_forward:
 //                   (d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias (4H), d_w_hr or empty)
 //   cell_forward / cell_backward: the same maths for one step (LSTMCell).
@@ -27,6 +29,10 @@ TORCH_LIBRARY(torchlstm, m) {
       "layer_forward(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
       "int activation, int recurrent_activation) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "layer_inference(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
+      "int activation, int recurrent_activation) -> (Tensor, Tensor, Tensor)");
   m.def(
       "layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
       "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? mask, "

@@ -134,3 +134,43 @@ def test_float32_float64_agree():
                    for a in args64)
     for a, e in zip(ops.layer_forward(*args32)[:3], ops.layer_forward(*args64)[:3]):
         torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("T,B,H_", [(5, 3, 4), (11, 32, 256), (9, 1, 40)])
+def test_inference_op_equals_forward(proj, bias, masked, reverse, dtype, T, B, H_):
+    """layer_inference (nothing saved, chunked input projection, c in place) computes what
+    layer_forward computes; (11, 32, 256) spans several chunks, the last one shorter."""
+    Hout = 24 if proj else H_
+    mask = None
+    if masked:
+        mask = torch.rand(T, B) > 0.3
+        mask[:, 0] = False
+    args = (randn(T, B, I, dtype=dtype), randn(B, Hout, dtype=dtype), randn(B, H_, dtype=dtype),
+            randn(4 * H_, I, dtype=dtype, scale=0.3), randn(4 * H_, Hout, dtype=dtype, scale=0.3),
+            randn(4 * H_, dtype=dtype) if bias else None, randn(4 * H_, dtype=dtype) if bias else None,
+            randn(Hout, H_, dtype=dtype, scale=0.3) if proj else None, mask, reverse, 0, 1)
+    want = ops.layer_forward(*args)[:3]
+    got = ops.layer_inference(*args)
+    for a, e in zip(got, want):
+        assert a.shape == e.shape
+        assert_close(a, e, dtype)
+
+
+def test_modules_use_inference_op_without_grad():
+    m = torchlstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = randn(T, B, I)
+    with torch.no_grad():
+        o1, (h1, c1) = m(x)
+    o2, (h2, c2) = m(x)  # parameters require grad: the training op
+    assert o2.grad_fn is not None and o1.grad_fn is None
+    for a, e in ((o1, o2), (h1, h2), (c1, c2)):
+        assert_close(a, e.detach(), torch.float64)
+
+
+def test_opcheck_inference_op():
+    args = layer_args(proj=True, mask=random_mask(), reverse=True, dtype=torch.float32,
+                      requires_grad=False)
+    torch.library.opcheck(ops.layer_inference, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

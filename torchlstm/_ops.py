@@ -27,6 +27,16 @@ def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
             input.new_empty(T, B, 4 * H), input.new_empty(T, B, H))
 
 
+@torch.library.register_fake("torchlstm::layer_inference")
+def _layer_inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse,
+                          activation, recurrent_activation):
+    torch._check(input.dim() == 3, lambda: "torchlstm.layer_inference: input must be 3-D")
+    T, B, _ = input.shape
+    H = w_ih.shape[0] // 4
+    Hout = w_hr.shape[0] if w_hr is not None else H
+    return input.new_empty(T, B, Hout), input.new_empty(B, Hout), input.new_empty(B, H)
+
+
 @torch.library.register_fake("torchlstm::layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation):

@@ -29,15 +29,19 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
     Returns (output (T,B,D*Hout), h_n (L*D,B,Hout), c_n (L*D,B,H)), as nn.LSTM."""
     if x.shape[0] == 0:  # nn.LSTM's error, word for word
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+    # Without autograd the inference op runs: it saves nothing for backward.
+    infer = not torch.is_grad_enabled() or not (
+        x.requires_grad or h0.requires_grad or c0.requires_grad
+        or any(t is not None and t.requires_grad for w in weights for t in w))
+    layer_op = ops.layer_inference if infer else ops.layer_forward
     h_n, c_n = [], []
     for layer in range(num_layers):
         outs = []
         for d in range(num_directions):
             k = layer * num_directions + d
             w = weights[k]
-            out, h, c, _, _ = ops.layer_forward(x, h0[k], c0[k], w.w_ih, w.w_hh, w.b_ih, w.b_hh,
-                                                w.w_hr, mask, d == 1, activation,
-                                                recurrent_activation)
+            out, h, c = layer_op(x, h0[k], c0[k], w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask,
+                                 d == 1, activation, recurrent_activation)[:3]
             outs.append(out)
             h_n.append(h)
             c_n.append(c)

@@ -76,6 +76,35 @@ inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H, s
   }
 }
 
+// n units of one batch row at inference: a (gate q at a + q*n) holds input + recurrent
+// products; the biases are added, c is updated in place, r = o * act(c) written.
+template <typename scalar_t>
+inline void inference_row(Activation act, Activation ract, int64_t n, int64_t H,
+                          const scalar_t* a, const scalar_t* b1, const scalar_t* b2,
+                          scalar_t* c, scalar_t* r) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) {
+    Vec v[4];
+    for (int q = 0; q < 4; ++q) {
+      v[q] = Vec::loadu(a + q * n + j);
+      if (b1) v[q] = v[q] + Vec::loadu(b1 + q * H + j);
+      if (b2) v[q] = v[q] + Vec::loadu(b2 + q * H + j);
+    }
+    const auto o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
+    o.c.store(c + j);
+    o.r.store(r + j);
+  }
+  for (; j < n; ++j) {
+    scalar_t v[4];
+    for (int q = 0; q < 4; ++q)
+      v[q] = a[q * n + j] + (b1 ? b1[q * H + j] : scalar_t(0)) + (b2 ? b2[q * H + j] : scalar_t(0));
+    const auto o = cell_forward<scalar_t>(act, ract, v[0], v[1], v[2], v[3], c[j]);
+    c[j] = o.c;
+    r[j] = o.r;
+  }
+}
+
 // n units of one batch row in the backward pass (layout as forward_row; dg likewise).
 // dr = dr_a (+ dr_b when given: the output gradient plus the recurrent one, without a
 // projection). dc is updated in place to dc_prev. r (if given) receives o * act(c).
@@ -208,6 +237,89 @@ void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation 
                          out, cs, r_ws))
     forward_loop_team(1, z, reverse, act, ract, h0, c0, w_hh, b_ih, b_hh, w_hr, mask, gates, out,
                       cs, r_ws);
+}
+
+// Inference: the forward maths with nothing saved for backward. Each member owns its
+// units' gates outright: it computes their input projection itself, a chunk of steps
+// at a time into a cache-sized buffer, adds the recurrent product into the same buffer,
+// and keeps its units' c in place in c_n. Nothing of size T x 4H is ever written: the
+// memory traffic of the training forward (gates and cell states of every step) is gone.
+template <typename scalar_t>
+bool inference_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
+                         Activation ract, const scalar_t* x, const scalar_t* h0,
+                         const scalar_t* w_ih, const scalar_t* w_hh, const scalar_t* b_ih,
+                         const scalar_t* b_hh, const scalar_t* w_hr, const bool* mask,
+                         scalar_t* out, scalar_t* c_state, scalar_t* r_ws) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t T = z.T, B = z.B, H = z.H, I = z.I, Hout = z.Hout;
+  const bool pack = worth_packing(T, B);
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  auto w_hh_t = at::from_blob(const_cast<scalar_t*>(w_hh), {4, H, Hout}, opts);
+  auto w_ih_t = at::from_blob(const_cast<scalar_t*>(w_ih), {4, H, I}, opts);
+  std::vector<cpu::Slice> u(nt), p(nt);
+  std::vector<at::Tensor> w_k(nt), wi_k(nt), buf(nt);
+  std::vector<cpu::PackedA<scalar_t>> hh, wi, hr;
+  std::vector<int64_t> chunk(nt);
+  hh.reserve(nt);
+  wi.reserve(nt);
+  hr.reserve(nt);
+  for (int k = 0; k < nt; ++k) {
+    u[k] = cpu::slice_of(H, nt, k, Vec::size());
+    const int64_t n4 = 4 * u[k].len;
+    // steps per chunk: the member's buffer stays around 256 KB (in L2)
+    chunk[k] = std::max<int64_t>(1, std::min<int64_t>(T, (int64_t(1) << 18) /
+                                                              (int64_t(sizeof(scalar_t)) * B * n4)));
+    w_k[k] = w_hh_t.narrow(1, u[k].begin, u[k].len).reshape({n4, Hout});
+    wi_k[k] = w_ih_t.narrow(1, u[k].begin, u[k].len).reshape({n4, I});
+    hh.emplace_back(kT, n4, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout, pack);
+    wi.emplace_back(kT, n4, chunk[k] * B, I, wi_k[k].template data_ptr<scalar_t>(), I, pack);
+    buf[k] = at::empty({chunk[k] * B * n4}, opts);
+    if (z.proj) {
+      p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
+      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H, pack);
+    }
+  }
+  return cpu::run_team(nt, [&](int k) {
+    const int64_t j0 = u[k].begin, n = u[k].len, n4 = 4 * n, Tc = chunk[k];
+    scalar_t* g = buf[k].template data_ptr<scalar_t>();  // (Tc, B, 4n): gate q of unit j at q*n + j
+    int64_t t_lo = 0;  // first time index held in the buffer
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = time_of(s, T, reverse);
+      const int64_t tp = time_of(s - 1, T, reverse);
+      if (s % Tc == 0) {  // the next chunk's input projections, own units
+        const int64_t len = std::min(Tc, T - s);
+        t_lo = reverse ? t - len + 1 : t;
+        wi[k].gemm(len * B, x + t_lo * B * I, I, scalar_t(0), g, n4);
+      }
+      const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
+      scalar_t* g_t = g + (t - t_lo) * B * n4;
+      scalar_t* out_t = out + t * B * Hout;
+      scalar_t* r_t = z.proj ? r_ws : out_t;
+      const bool* m_t = mask ? mask + t * B : nullptr;
+
+      hh[k].gemm(B, h_prev, Hout, scalar_t(1), g_t, n4);  // += h_prev W_k^T
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* c = c_state + b * H + j0;  // c_prev in, c out: own units, in place
+        scalar_t* r = r_t + b * H + j0;
+        if (m_t && !m_t[b]) {
+          if (z.proj) std::memset(r, 0, n * sizeof(scalar_t));
+          else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
+          continue;
+        }
+        inference_row(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
+                      b_hh ? b_hh + j0 : nullptr, c, r);
+      }
+      if (z.proj) {
+        cpu::barrier();
+        const int64_t p0 = p[k].begin, pn = p[k].len;
+        hr[k].gemm(B, r_ws, H, scalar_t(0), out_t + p0, Hout);
+        for (int64_t b = 0; m_t && b < B; ++b)
+          if (!m_t[b])
+            std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(scalar_t));
+      }
+      cpu::barrier();
+    }
+  });
 }
 
 // The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry and
@@ -355,6 +467,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   return {out, h_n, c_n, gates, cs};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
+    const at::Tensor& input_, const at::Tensor& h0_, const at::Tensor& c0_,
+    const at::Tensor& w_ih_, const at::Tensor& w_hh_, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr_,
+    const c10::optional<at::Tensor>& mask_, bool reverse, int64_t activation,
+    int64_t recurrent_activation) {
+  const char* op = "torchlstm.layer_inference";
+  const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
+                                        mask_, activation, recurrent_activation);
+  const int64_t T = z.T, B = z.B;
+  const auto input = input_.contiguous();
+  const auto h0 = h0_.contiguous();
+  const auto w_ih = w_ih_.contiguous();
+  const auto w_hh = w_hh_.contiguous();
+  const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
+  const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
+  const auto b1 = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
+  const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
+  auto out = at::empty({T, B, z.Hout}, input.options());
+  auto c_n = c0_.clone(at::MemoryFormat::Contiguous);  // the running cell state
+  if (T * B > 0) {
+    auto r_ws = z.proj ? at::empty({B, z.H}, input.options()) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_inference_cpu", [&] {
+      auto run = [&](int nt) {
+        return inference_loop_team<scalar_t>(
+            nt, z, reverse, static_cast<Activation>(activation),
+            static_cast<Activation>(recurrent_activation), input.data_ptr<scalar_t>(),
+            h0.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+            b1.defined() ? b1.data_ptr<scalar_t>() : nullptr,
+            b2.defined() ? b2.data_ptr<scalar_t>() : nullptr,
+            z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
+            mask.defined() ? mask.data_ptr<bool>() : nullptr, out.data_ptr<scalar_t>(),
+            c_n.data_ptr<scalar_t>(), z.proj ? r_ws.data_ptr<scalar_t>() : nullptr);
+      };
+      if (!run(cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread))) run(1);
+    });
+  }
+  auto h_n = T > 0 ? out[reverse ? 0 : T - 1].clone() : h0.clone();
+  return {out, h_n, c_n};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
                    const c10::optional<at::Tensor>& grad_hn_,
@@ -465,6 +618,7 @@ cell_backward_cpu(const c10::optional<at::Tensor>& grad_h, const c10::optional<a
 
 TORCH_LIBRARY_IMPL(torchlstm, CPU, m) {
   m.impl("layer_forward", &layer_forward_cpu);
+  m.impl("layer_inference", &layer_inference_cpu);
   m.impl("layer_backward", &layer_backward_cpu);
   m.impl("cell_forward", &cell_forward_cpu);
   m.impl("cell_backward", &cell_backward_cpu);
