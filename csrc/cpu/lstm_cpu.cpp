@@ -2,11 +2,12 @@
 //
 // One direction of one layer over a whole sequence, forward and backward through time,
 // in C++. The structure (and the CUDA kernels follow it):
-//   forward:  gates = x W_ih^T + b             one GEMM over all T*B rows
-//             per step: gates[t] += h W_hh^T   one GEMM (BLAS called directly, blas.h: no
+//   forward:  input projection x W_ih^T        GEMMs over chunks of steps (T*B rows in all)
+//             per step: + h W_hh^T             one GEMM (BLAS called directly, blas.h: no
 //                                              dispatcher round-trip, no allocation)
-//                       fused pass: 4 gates, c, r = o*act(c) (gate_math.h)
+//                       fused pass: bias, 4 gates, c, r = o*act(c) (gate_math.h)
 //                       [projection: h = r W_hr^T, one GEMM]
+//             all of it split over one thread team by hidden units (team.h)
 //   backward: per step: fused pass: gate derivatives, dc carried to t-1
 //                       dh = dgates W_hh       one GEMM
 //             dW_ih, dW_hh, dW_hr, db, dx: a few large GEMMs / one reduction after
@@ -40,48 +41,13 @@ constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
 
 // n units of one batch row in the forward pass, SIMD vectors first, then the tail.
-// g: the units' input projections, gate q at g + q*H; rec: their recurrent products,
-// gate q at rec + q*n; b1, b2: the biases (or null), gate q at + q*H. The sums, the gate
-// pre-activations, are stored back into g (saved for backward); c and r = o * act(c)
-// are written.
+// a: input + recurrent products, gate q at a + q*n; b1, b2: the biases (or null), gate q
+// at + q*H. c is updated in place and r = o * act(c) written. For backward (training),
+// the gate pre-activations go to g_save (gate q at + q*H) and c to c_save, when given.
 template <typename scalar_t>
-inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H, scalar_t* g,
-                        const scalar_t* rec, const scalar_t* b1, const scalar_t* b2,
-                        const scalar_t* c_prev, scalar_t* c, scalar_t* r) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  int64_t j = 0;
-  for (; j + Vec::size() <= n; j += Vec::size()) {
-    Vec a[4];
-    for (int q = 0; q < 4; ++q) {
-      a[q] = Vec::loadu(g + q * H + j) + Vec::loadu(rec + q * n + j);
-      if (b1) a[q] = a[q] + Vec::loadu(b1 + q * H + j);
-      if (b2) a[q] = a[q] + Vec::loadu(b2 + q * H + j);
-      a[q].store(g + q * H + j);
-    }
-    const auto o = cell_forward<Vec>(act, ract, a[0], a[1], a[2], a[3], Vec::loadu(c_prev + j));
-    o.c.store(c + j);
-    o.r.store(r + j);
-  }
-  for (; j < n; ++j) {
-    scalar_t a[4];
-    for (int q = 0; q < 4; ++q) {
-      a[q] = g[q * H + j] + rec[q * n + j];
-      if (b1) a[q] += b1[q * H + j];
-      if (b2) a[q] += b2[q * H + j];
-      g[q * H + j] = a[q];
-    }
-    const auto o = cell_forward<scalar_t>(act, ract, a[0], a[1], a[2], a[3], c_prev[j]);
-    c[j] = o.c;
-    r[j] = o.r;
-  }
-}
-
-// n units of one batch row at inference: a (gate q at a + q*n) holds input + recurrent
-// products; the biases are added, c is updated in place, r = o * act(c) written.
-template <typename scalar_t>
-inline void inference_row(Activation act, Activation ract, int64_t n, int64_t H,
-                          const scalar_t* a, const scalar_t* b1, const scalar_t* b2,
-                          scalar_t* c, scalar_t* r) {
+inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H,
+                        const scalar_t* a, const scalar_t* b1, const scalar_t* b2, scalar_t* c,
+                        scalar_t* r, scalar_t* g_save, scalar_t* c_save) {
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
   for (; j + Vec::size() <= n; j += Vec::size()) {
@@ -90,18 +56,23 @@ inline void inference_row(Activation act, Activation ract, int64_t n, int64_t H,
       v[q] = Vec::loadu(a + q * n + j);
       if (b1) v[q] = v[q] + Vec::loadu(b1 + q * H + j);
       if (b2) v[q] = v[q] + Vec::loadu(b2 + q * H + j);
+      if (g_save) v[q].store(g_save + q * H + j);
     }
     const auto o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
     o.c.store(c + j);
     o.r.store(r + j);
+    if (c_save) o.c.store(c_save + j);
   }
   for (; j < n; ++j) {
     scalar_t v[4];
-    for (int q = 0; q < 4; ++q)
+    for (int q = 0; q < 4; ++q) {
       v[q] = a[q * n + j] + (b1 ? b1[q * H + j] : scalar_t(0)) + (b2 ? b2[q * H + j] : scalar_t(0));
+      if (g_save) g_save[q * H + j] = v[q];
+    }
     const auto o = cell_forward<scalar_t>(act, ract, v[0], v[1], v[2], v[3], c[j]);
     c[j] = o.c;
     r[j] = o.r;
+    if (c_save) c_save[j] = o.c;
   }
 }
 
@@ -154,102 +125,21 @@ constexpr int64_t kMinUnitsPerThread = 32;
 inline bool worth_packing(int64_t T, int64_t B) { return T * std::min<int64_t>(B, 8) >= 64; }
 
 // The forward time loop, run by a team of nt threads (false: the team could not be had).
+// Member k owns hidden units u[k] (and, with a projection, outputs p[k]) outright: it
+// computes their input projection itself, a chunk of steps at a time into a cache-sized
+// buffer, adds the recurrent product of each step into the same buffer (its rows of W_hh,
+// the four gates of its units, gathered into one matrix and packed once: ONE GEMM per
+// member per step), and keeps its units' c in place in c_state. The team meets at a
+// barrier once per step (twice with a projection). Training also stores the gate
+// pre-activations (gates, (T,B,4H)) and the cell states (cs, (T,B,H)) for backward;
+// inference passes null there and writes nothing of size T x 4H at all.
 template <typename scalar_t>
 bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
-                       Activation ract, const scalar_t* h0, const scalar_t* c0,
-                       const scalar_t* w_hh, const scalar_t* b_ih, const scalar_t* b_hh,
-                       const scalar_t* w_hr, const bool* mask, scalar_t* gates,
-                       scalar_t* out, scalar_t* cs, scalar_t* r_ws) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
-  // Member k owns hidden units u[k] (and, with a projection, outputs p[k]). Its rows of
-  // W_hh, the four gates of its units, are gathered into one (4|u| x Hout) matrix and
-  // packed once for all T steps, so a step is ONE GEMM per member, into its scratch:
-  //   rec_k^T (4|u| x B) = W_k . h_prev^T,        out[t]^T rows p = W_hr rows p . r^T
-  const bool pack = worth_packing(T, B);
-  std::vector<cpu::Slice> u(nt), p(nt);
-  std::vector<at::Tensor> w_k(nt);
-  std::vector<cpu::PackedA<scalar_t>> hh, hr;
-  hh.reserve(nt);
-  hr.reserve(nt);
-  auto w_hh_t = at::from_blob(const_cast<scalar_t*>(w_hh), {4, H, Hout},
-                              at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
-  auto rec = at::empty({B * 4 * H}, w_hh_t.options());  // members' scratch, side by side
-  for (int k = 0; k < nt; ++k) {
-    u[k] = cpu::slice_of(H, nt, k, Vec::size());
-    w_k[k] = w_hh_t.narrow(1, u[k].begin, u[k].len).reshape({4 * u[k].len, Hout});
-    hh.emplace_back(kT, 4 * u[k].len, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout,
-                    pack);
-    if (z.proj) {
-      p[k] = cpu::slice_of(Hout, nt, k, Vec::size());
-      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H, pack);
-    }
-  }
-  return cpu::run_team(nt, [&](int k) {
-    const int64_t j0 = u[k].begin, n = u[k].len;
-    scalar_t* rec_k = rec.template data_ptr<scalar_t>() + B * 4 * j0;  // (B, 4n)
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = time_of(s, T, reverse);
-      const int64_t tp = time_of(s - 1, T, reverse);
-      const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
-      const scalar_t* c_prev = s == 0 ? c0 : cs + tp * B * H;
-      scalar_t* g_t = gates + t * B * G;
-      scalar_t* out_t = out + t * B * Hout;
-      scalar_t* c_t = cs + t * B * H;
-      scalar_t* r_t = z.proj ? r_ws : out_t;  // where r = o * act(c) goes
-      const bool* m_t = mask ? mask + t * B : nullptr;
-
-      hh[k].gemm(B, h_prev, Hout, scalar_t(0), rec_k, 4 * n);  // h_prev W_k^T, own units
-      for (int64_t b = 0; b < B; ++b) {
-        scalar_t* c = c_t + b * H + j0;
-        scalar_t* r = r_t + b * H + j0;
-        if (m_t && !m_t[b]) {  // masked step: the state carries over
-          std::memcpy(c, c_prev + b * H + j0, n * sizeof(scalar_t));
-          if (z.proj) std::memset(r, 0, n * sizeof(scalar_t));
-          else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
-          continue;
-        }
-        forward_row(act, ract, n, H, g_t + b * G + j0, rec_k + b * 4 * n,
-                    b_ih ? b_ih + j0 : nullptr, b_hh ? b_hh + j0 : nullptr,
-                    c_prev + b * H + j0, c, r);
-      }
-      if (z.proj) {
-        cpu::barrier();  // all of r is needed by every member's projection
-        const int64_t p0 = p[k].begin, pn = p[k].len;
-        hr[k].gemm(B, r_ws, H, scalar_t(0), out_t + p0, Hout);  // out[t] = r W_hr^T
-        for (int64_t b = 0; m_t && b < B; ++b)
-          if (!m_t[b])
-            std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(scalar_t));
-      }
-      cpu::barrier();  // h[t] complete before any member's next GEMM reads it
-    }
-  });
-}
-
-template <typename scalar_t>
-void forward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
-                  const scalar_t* h0, const scalar_t* c0, const scalar_t* w_hh,
-                  const scalar_t* b_ih, const scalar_t* b_hh, const scalar_t* w_hr,
-                  const bool* mask, scalar_t* gates, scalar_t* out, scalar_t* cs,
-                  scalar_t* r_ws) {
-  const int nt = cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
-  if (!forward_loop_team(nt, z, reverse, act, ract, h0, c0, w_hh, b_ih, b_hh, w_hr, mask, gates,
-                         out, cs, r_ws))
-    forward_loop_team(1, z, reverse, act, ract, h0, c0, w_hh, b_ih, b_hh, w_hr, mask, gates, out,
-                      cs, r_ws);
-}
-
-// Inference: the forward maths with nothing saved for backward. Each member owns its
-// units' gates outright: it computes their input projection itself, a chunk of steps
-// at a time into a cache-sized buffer, adds the recurrent product into the same buffer,
-// and keeps its units' c in place in c_n. Nothing of size T x 4H is ever written: the
-// memory traffic of the training forward (gates and cell states of every step) is gone.
-template <typename scalar_t>
-bool inference_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
-                         Activation ract, const scalar_t* x, const scalar_t* h0,
-                         const scalar_t* w_ih, const scalar_t* w_hh, const scalar_t* b_ih,
-                         const scalar_t* b_hh, const scalar_t* w_hr, const bool* mask,
-                         scalar_t* out, scalar_t* c_state, scalar_t* r_ws) {
+                       Activation ract, const scalar_t* x, const scalar_t* h0,
+                       const scalar_t* w_ih, const scalar_t* w_hh, const scalar_t* b_ih,
+                       const scalar_t* b_hh, const scalar_t* w_hr, const bool* mask,
+                       scalar_t* out, scalar_t* c_state, scalar_t* r_ws, scalar_t* gates,
+                       scalar_t* cs) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, I = z.I, Hout = z.Hout;
   const bool pack = worth_packing(T, B);
@@ -301,13 +191,18 @@ bool inference_loop_team(int nt, const LayerSizes& z, bool reverse, Activation a
       for (int64_t b = 0; b < B; ++b) {
         scalar_t* c = c_state + b * H + j0;  // c_prev in, c out: own units, in place
         scalar_t* r = r_t + b * H + j0;
-        if (m_t && !m_t[b]) {
+        scalar_t* g_save = gates ? gates + (t * B + b) * 4 * H + j0 : nullptr;
+        scalar_t* c_save = cs ? cs + (t * B + b) * H + j0 : nullptr;
+        if (m_t && !m_t[b]) {  // masked step: the state carries over
           if (z.proj) std::memset(r, 0, n * sizeof(scalar_t));
           else std::memcpy(r, h_prev + b * Hout + j0, n * sizeof(scalar_t));
+          if (c_save) std::memcpy(c_save, c, n * sizeof(scalar_t));
+          for (int64_t q = 0; g_save && q < 4; ++q)  // never read; defined all the same
+            std::memset(g_save + q * H, 0, n * sizeof(scalar_t));
           continue;
         }
-        inference_row(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
-                      b_hh ? b_hh + j0 : nullptr, c, r);
+        forward_row(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
+                    b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
       }
       if (z.proj) {
         cpu::barrier();
@@ -411,69 +306,14 @@ void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward_cpu(
-    const at::Tensor& input_, const at::Tensor& h0_, const at::Tensor& c0_,
-    const at::Tensor& w_ih_, const at::Tensor& w_hh_, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr_,
-    const c10::optional<at::Tensor>& mask_, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
-  const char* op = "torchlstm.layer_forward";
-  const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
-                                        mask_, activation, recurrent_activation);
-  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
-  const auto input = input_.contiguous();
-  const auto h0 = h0_.contiguous();
-  const auto c0 = c0_.contiguous();
-  const auto w_hh = w_hh_.contiguous();
-  const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
-  const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
-
-  auto gates = at::empty({T, B, G}, input.options());
-  auto out = at::empty({T, B, Hout}, input.options());
-  auto cs = at::empty({T, B, H}, input.options());
-  if (T * B > 0) {
-    // Input projection of every step at once (the biases are added in the gate pass).
-    auto g2 = gates.view({T * B, G});
-    at::mm_out(g2, input.view({T * B, z.I}), w_ih_.t());
-    const auto b1 = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
-    const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
-
-    auto r_ws = z.proj ? at::empty({B, H}, input.options()) : at::Tensor();
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_forward_cpu", [&] {
-      forward_loop<scalar_t>(z, reverse, static_cast<Activation>(activation),
-                             static_cast<Activation>(recurrent_activation),
-                             h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
-                             w_hh.data_ptr<scalar_t>(),
-                             b1.defined() ? b1.data_ptr<scalar_t>() : nullptr,
-                             b2.defined() ? b2.data_ptr<scalar_t>() : nullptr,
-                             z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
-                             mask.defined() ? mask.data_ptr<bool>() : nullptr,
-                             gates.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                             cs.data_ptr<scalar_t>(),
-                             z.proj ? r_ws.data_ptr<scalar_t>() : nullptr);
-    });
-  }
-  // Final states: the last processed step's rows (or the initial state when T = 0).
-  const int64_t t_last = reverse ? 0 : T - 1;
-  auto h_n = at::empty({B, Hout}, input.options());
-  auto c_n = at::empty({B, H}, input.options());
-  const auto elem = input.element_size();
-  std::memcpy(h_n.data_ptr(),
-              T > 0 ? static_cast<char*>(out.data_ptr()) + t_last * B * Hout * elem : h0.data_ptr(),
-              B * Hout * elem);
-  std::memcpy(c_n.data_ptr(),
-              T > 0 ? static_cast<char*>(cs.data_ptr()) + t_last * B * H * elem : c0.data_ptr(),
-              B * H * elem);
-  return {out, h_n, c_n, gates, cs};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
-    const at::Tensor& input_, const at::Tensor& h0_, const at::Tensor& c0_,
-    const at::Tensor& w_ih_, const at::Tensor& w_hh_, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr_,
-    const c10::optional<at::Tensor>& mask_, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
-  const char* op = "torchlstm.layer_inference";
+// Shared by layer_forward (save = true: gates and cell states kept for backward) and
+// layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
+    const char* op, bool save, const at::Tensor& input_, const at::Tensor& h0_,
+    const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr_, const c10::optional<at::Tensor>& mask_,
+    bool reverse, int64_t activation, int64_t recurrent_activation) {
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
   const int64_t T = z.T, B = z.B;
@@ -485,13 +325,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
   const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
   const auto b1 = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
   const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
-  auto out = at::empty({T, B, z.Hout}, input.options());
+  const auto opts = input.options();
+  auto out = at::empty({T, B, z.Hout}, opts);
   auto c_n = c0_.clone(at::MemoryFormat::Contiguous);  // the running cell state
+  auto gates = at::empty({save ? T : 0, B, 4 * z.H}, opts);
+  auto cs = at::empty({save ? T : 0, B, z.H}, opts);
   if (T * B > 0) {
-    auto r_ws = z.proj ? at::empty({B, z.H}, input.options()) : at::Tensor();
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_inference_cpu", [&] {
+    auto r_ws = z.proj ? at::empty({B, z.H}, opts) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_forward_cpu", [&] {
       auto run = [&](int nt) {
-        return inference_loop_team<scalar_t>(
+        return forward_loop_team<scalar_t>(
             nt, z, reverse, static_cast<Activation>(activation),
             static_cast<Activation>(recurrent_activation), input.data_ptr<scalar_t>(),
             h0.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
@@ -499,12 +342,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
             b2.defined() ? b2.data_ptr<scalar_t>() : nullptr,
             z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
             mask.defined() ? mask.data_ptr<bool>() : nullptr, out.data_ptr<scalar_t>(),
-            c_n.data_ptr<scalar_t>(), z.proj ? r_ws.data_ptr<scalar_t>() : nullptr);
+            c_n.data_ptr<scalar_t>(), z.proj ? r_ws.data_ptr<scalar_t>() : nullptr,
+            save ? gates.data_ptr<scalar_t>() : nullptr,
+            save ? cs.data_ptr<scalar_t>() : nullptr);
       };
       if (!run(cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread))) run(1);
     });
   }
-  auto h_n = T > 0 ? out[reverse ? 0 : T - 1].clone() : h0.clone();
+  // h_n: the last processed step's output row (or h0 when T = 0)
+  auto h_n = at::empty({B, z.Hout}, opts);
+  const auto elem = input.element_size();
+  std::memcpy(h_n.data_ptr(),
+              T > 0 ? static_cast<char*>(out.data_ptr()) + (reverse ? 0 : T - 1) * B * z.Hout * elem
+                    : h0.data_ptr(),
+              B * z.Hout * elem);
+  return {out, h_n, c_n, gates, cs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward_cpu(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
+    int64_t recurrent_activation) {
+  return run_forward("torchlstm.layer_forward", true, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                     w_hr, mask, reverse, activation, recurrent_activation);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
+    int64_t recurrent_activation) {
+  auto [out, h_n, c_n, gates, cs] =
+      run_forward("torchlstm.layer_inference", false, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                  w_hr, mask, reverse, activation, recurrent_activation);
   return {out, h_n, c_n};
 }
 
