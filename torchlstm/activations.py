@@ -64,6 +64,15 @@ def resolve(activation: ActivationLike, argument: str = "activation") -> int:
     )
 
 
+def configure(module, activation: ActivationLike, recurrent_activation: ActivationLike) -> None:
+    """Sets a module's activation options: what the user gave (``activation``,
+    ``recurrent_activation``) and the resolved kernel ids the ops take."""
+    module.activation = activation
+    module.recurrent_activation = recurrent_activation
+    module._activation_id = resolve(activation, "activation")
+    module._recurrent_activation_id = resolve(recurrent_activation, "recurrent_activation")
+
+
 def name_of(activation_id: int) -> str:
     """The canonical name of a kernel id."""
     return _ID_TO_NAME[activation_id]

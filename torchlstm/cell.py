@@ -35,11 +35,7 @@ class LSTMCell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.activation = activation
-        self.recurrent_activation = recurrent_activation
-        self._activation_id = activations.resolve(activation, "activation")
-        self._recurrent_activation_id = activations.resolve(recurrent_activation,
-                                                            "recurrent_activation")
+        activations.configure(self, activation, recurrent_activation)
         self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
         if bias:

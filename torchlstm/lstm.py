@@ -85,11 +85,7 @@ class LSTM(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = proj_size
-        self.activation = activation
-        self.recurrent_activation = recurrent_activation
-        self._activation_id = activations.resolve(activation, "activation")
-        self._recurrent_activation_id = activations.resolve(recurrent_activation,
-                                                            "recurrent_activation")
+        activations.configure(self, activation, recurrent_activation)
         self.return_sequences = return_sequences
         self.return_state = return_state
 
