@@ -13,6 +13,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
 #include <dlfcn.h>
 
 namespace torchlstm {
@@ -88,7 +90,8 @@ class PackedA {
       : trans_a_(trans_a), m_(m), k_(k), a_(a), lda_(lda) {
     if constexpr (std::is_same<T, float>::value) {
       const auto& mkl = Mkl::get();
-      if (pack && mkl.ok && m > 0 && n > 0 && k > 0) {
+      // (a handful of columns runs the small_n loop below instead: nothing to pack)
+      if (pack && mkl.ok && m > 0 && n > 0 && k > 0 && !(trans_a && n <= kSmallN)) {
         const size_t bytes = mkl.pack_get_size(kAMatrix, m, n, k);
         packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
         mkl.pack(kColMajor, kAMatrix, trans_a ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
@@ -107,10 +110,57 @@ class PackedA {
         return;
       }
     }
+    if (trans_a_ && n <= kSmallN) {
+      small_n(n, b, ldb, beta, c, ldc);
+      return;
+    }
     cpu::gemm<T>(trans_a_, false, m_, n, k_, T(1), a_, lda_, b, ldb, beta, c, ldc);
   }
 
  private:
+  // A handful of columns (batch 1-4, a matrix-vector product per column): dot products
+  // of A's contiguous rows with each column, four rows at a time. At this size BLAS's
+  // own per-call work (argument checks, threading and kernel choice) is a large part of
+  // a time step; this loop has none.
+  static constexpr int64_t kSmallN = 4;
+  void small_n(int64_t n, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) const {
+    using Vec = at::vec::Vectorized<T>;
+    constexpr int64_t V = Vec::size();
+    for (int64_t col = 0; col < n; ++col) {
+      const T* x = b + col * ldb;
+      T* y = c + col * ldc;
+      int64_t r = 0;
+      for (; r + 4 <= m_; r += 4) {
+        const T* w0 = a_ + r * lda_;
+        Vec acc0(T(0)), acc1(T(0)), acc2(T(0)), acc3(T(0));
+        int64_t k = 0;
+        for (; k + V <= k_; k += V) {
+          const Vec xv = Vec::loadu(x + k);
+          acc0 = at::vec::fmadd(Vec::loadu(w0 + k), xv, acc0);
+          acc1 = at::vec::fmadd(Vec::loadu(w0 + lda_ + k), xv, acc1);
+          acc2 = at::vec::fmadd(Vec::loadu(w0 + 2 * lda_ + k), xv, acc2);
+          acc3 = at::vec::fmadd(Vec::loadu(w0 + 3 * lda_ + k), xv, acc3);
+        }
+        T sum[4] = {hsum(acc0), hsum(acc1), hsum(acc2), hsum(acc3)};
+        for (; k < k_; ++k)
+          for (int i = 0; i < 4; ++i) sum[i] += w0[i * lda_ + k] * x[k];
+        for (int i = 0; i < 4; ++i) y[r + i] = (beta == T(0) ? T(0) : beta * y[r + i]) + sum[i];
+      }
+      for (; r < m_; ++r) {
+        T sum = 0;
+        for (int64_t k = 0; k < k_; ++k) sum += a_[r * lda_ + k] * x[k];
+        y[r] = (beta == T(0) ? T(0) : beta * y[r]) + sum;
+      }
+    }
+  }
+  static T hsum(const at::vec::Vectorized<T>& v) {
+    T buf[at::vec::Vectorized<T>::size()];
+    v.store(buf);
+    T s = 0;
+    for (int64_t i = 0; i < at::vec::Vectorized<T>::size(); ++i) s += buf[i];
+    return s;
+  }
+
   // CBLAS enum values (cblas.h / mkl_cblas.h)
   static constexpr int kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151,
                        kAMatrix = 161;

@@ -119,13 +119,14 @@ inline int64_t time_of(int64_t s, int64_t T, bool reverse) { return reverse ? T 
 // Smallest slice of hidden units worth a thread of its own.
 constexpr int64_t kMinUnitsPerThread = 32;
 
-// Threads for a sequence of these sizes. Below about a million multiply-adds per step
+// Threads for a sequence of these sizes. Below about 250 thousand multiply-adds per step
 // (B=1, H=128 is 65 thousand) waking a second thread and meeting it at a barrier every
 // step costs more than it saves: measured at B=1, H=128, one thread is 5-10% faster and
-// a one-step call 50 us cheaper.
+// a one-step call 50 us cheaper; at B=1, H=256 two threads win (each streams half of
+// W_hh from its own L2).
 inline int threads_for(const LayerSizes& z) {
   const int64_t macs_per_step = 4 * z.H * z.Hout * z.B;
-  if (macs_per_step < (int64_t(1) << 20)) return 1;
+  if (macs_per_step < (int64_t(1) << 18)) return 1;
   return cpu::team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
 }
 
