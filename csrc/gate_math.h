@@ -25,12 +25,34 @@ namespace torchlstm {
 // The activation table. One X-macro so the enum, the names exported to Python
 // (torchlstm.activations builds its registry from them) and the dispatch switch can
 // never disagree. The number is the id passed through the op schema: never renumber.
-#define TORCHLSTM_FOR_EACH_ACTIVATION(_) \
-  _(TANH, "tanh", 0)                     \
-  _(SIGMOID, "sigmoid", 1)               \
-  _(HARD_SIGMOID, "hard_sigmoid", 2)     \
-  _(RELU, "relu", 3)                     \
-  _(LINEAR, "linear", 4)
+// Names and definitions are Keras 3's (keras.activations), with Keras' default
+// parameters.
+#define TORCHLSTM_FOR_EACH_ACTIVATION(_)   \
+  _(TANH, "tanh", 0)                       \
+  _(SIGMOID, "sigmoid", 1)                 \
+  _(HARD_SIGMOID, "hard_sigmoid", 2)       \
+  _(RELU, "relu", 3)                       \
+  _(LINEAR, "linear", 4)                   \
+  _(RELU6, "relu6", 5)                     \
+  _(ELU, "elu", 6)                         \
+  _(SELU, "selu", 7)                       \
+  _(CELU, "celu", 8)                       \
+  _(GELU, "gelu", 9)                       \
+  _(SILU, "silu", 10)                      \
+  _(HARD_SILU, "hard_silu", 11)            \
+  _(SOFTPLUS, "softplus", 12)              \
+  _(SOFTSIGN, "softsign", 13)              \
+  _(EXPONENTIAL, "exponential", 14)        \
+  _(LEAKY_RELU, "leaky_relu", 15)          \
+  _(MISH, "mish", 16)                      \
+  _(LOG_SIGMOID, "log_sigmoid", 17)        \
+  _(HARD_TANH, "hard_tanh", 18)            \
+  _(SPARSE_PLUS, "sparse_plus", 19)        \
+  _(SPARSE_SIGMOID, "sparse_sigmoid", 20)  \
+  _(SQUAREPLUS, "squareplus", 21)          \
+  _(TANH_SHRINK, "tanh_shrink", 22)        \
+  _(SOFT_SHRINK, "soft_shrink", 23)        \
+  _(HARD_SHRINK, "hard_shrink", 24)
 
 enum class Activation : int {
 #define TL_ENUM_ENTRY(name, str, id) name = id,
@@ -62,12 +84,64 @@ struct GateOps {
     using std::tanh;
     return tanh(x);
   }
+  static TL_HD T log1p(T x) {
+    using std::log1p;
+    return log1p(x);
+  }
+  static TL_HD T erf(T x) {
+    using std::erf;
+    return erf(x);
+  }
+  static TL_HD T sqrt(T x) {
+    using std::sqrt;
+    return sqrt(x);
+  }
+  static TL_HD T abs(T x) { return x < T(0) ? T(0) - x : x; }
   // NaN-propagating, like torch.maximum / torch.minimum
   static TL_HD T max(T a, T b) { return (a != a || a > b) ? a : b; }
   static TL_HD T min(T a, T b) { return (a != a || a < b) ? a : b; }
   // Heaviside step, right-open: 1 where x > 0, else 0
   static TL_HD T step(T x) { return x > T(0) ? T(1) : T(0); }
 };
+
+// Building blocks, branch-free (min/max/step) so that SIMD lanes need no select.
+template <typename T>
+TL_HD T sigmoid_of(T x) {
+  return T(1) / (T(1) + GateOps<T>::exp(T(0) - x));
+}
+template <typename T>
+TL_HD T softplus_of(T x) {  // log(1 + e^x) without overflow
+  using M = GateOps<T>;
+  return M::max(x, T(0)) + M::log1p(M::exp(T(0) - M::abs(x)));
+}
+template <typename T>
+TL_HD T clip(T x, T lo, T hi) {
+  return GateOps<T>::min(GateOps<T>::max(x, lo), hi);
+}
+template <typename T>
+TL_HD T inside(T x, T lo, T hi) {  // 1 on the open interval (lo, hi), else 0
+  return GateOps<T>::step(x - lo) * GateOps<T>::step(hi - x);
+}
+template <typename T>
+TL_HD T elu_of(T x, T alpha) {  // x > 0 ? x : alpha (e^x - 1)
+  using M = GateOps<T>;
+  return M::max(x, T(0)) + alpha * (M::exp(M::min(x, T(0))) - T(1));
+}
+template <typename T>
+TL_HD T elu_grad(T x, T alpha) {  // x > 0 ? 1 : alpha e^x
+  using M = GateOps<T>;
+  const T pos = M::step(x);
+  return pos + (T(1) - pos) * alpha * M::exp(M::min(x, T(0)));
+}
+
+// Keras' default parameters
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr double kLeakySlope = 0.2;       // keras.activations.leaky_relu
+constexpr double kShrink = 0.5;           // soft_shrink / hard_shrink threshold
+constexpr double kSquareplusB = 4.0;      // squareplus b
+constexpr double kSqrtHalf = 0.70710678118654752440;       // 1/sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;     // 1/sqrt(2 pi)
 
 // y = act(x)
 template <typename T>
@@ -77,12 +151,52 @@ TL_HD T activate(Activation a, T x) {
     case Activation::TANH:
       return M::tanh(x);
     case Activation::SIGMOID:
-      return T(1) / (T(1) + M::exp(T(0) - x));
-    case Activation::HARD_SIGMOID:
-      // Keras 3: relu6(x + 3) / 6 (Keras 2 used 0.2x + 0.5; we follow Keras 3).
-      return M::min(M::max((x + T(3)) / T(6), T(0)), T(1));
+      return sigmoid_of(x);
+    case Activation::HARD_SIGMOID:  // relu6(x + 3) / 6 (Keras 2's 0.2x + 0.5 is gone)
+      return clip((x + T(3)) / T(6), T(0), T(1));
     case Activation::RELU:
       return M::max(x, T(0));
+    case Activation::RELU6:
+      return clip(x, T(0), T(6));
+    case Activation::ELU:
+    case Activation::CELU:  // celu with alpha = 1 is elu with alpha = 1
+      return elu_of(x, T(1));
+    case Activation::SELU:
+      return T(kSeluScale) * elu_of(x, T(kSeluAlpha));
+    case Activation::GELU:  // Keras' default: exact, approximate=False
+      return T(0.5) * x * (T(1) + M::erf(x * T(kSqrtHalf)));
+    case Activation::SILU:
+      return x * sigmoid_of(x);
+    case Activation::HARD_SILU:
+      return x * clip((x + T(3)) / T(6), T(0), T(1));
+    case Activation::SOFTPLUS:
+      return softplus_of(x);
+    case Activation::SOFTSIGN:
+      return x / (T(1) + M::abs(x));
+    case Activation::EXPONENTIAL:
+      return M::exp(x);
+    case Activation::LEAKY_RELU:
+      return M::max(x, T(0)) + T(kLeakySlope) * M::min(x, T(0));
+    case Activation::MISH:
+      return x * M::tanh(softplus_of(x));
+    case Activation::LOG_SIGMOID:
+      return T(0) - softplus_of(T(0) - x);
+    case Activation::HARD_TANH:
+      return clip(x, T(-1), T(1));
+    case Activation::SPARSE_PLUS: {  // 0 | (x+1)^2/4 | x, at -1 and 1
+      const T u = clip(x, T(-1), T(1)) + T(1);
+      return u * u / T(4) + M::max(x - T(1), T(0));
+    }
+    case Activation::SPARSE_SIGMOID:
+      return clip(T(0.5) * (x + T(1)), T(0), T(1));
+    case Activation::SQUAREPLUS:
+      return T(0.5) * (x + M::sqrt(x * x + T(kSquareplusB)));
+    case Activation::TANH_SHRINK:
+      return x - M::tanh(x);
+    case Activation::SOFT_SHRINK:
+      return x - clip(x, T(-kShrink), T(kShrink));
+    case Activation::HARD_SHRINK:
+      return x * (M::step(x - T(kShrink)) + M::step(T(-kShrink) - x));
     case Activation::LINEAR:
     default:
       return x;
@@ -90,8 +204,8 @@ TL_HD T activate(Activation a, T x) {
 }
 
 // dy/dx, given the pre-activation x and y = act(x) (each derivative uses whichever is
-// cheaper; kernels always have both). Kinks take the derivative of the right-open
-// branch used by PyTorch's autograd (relu'(0) = 0, hardsigmoid'(±3) = 0).
+// cheaper; kernels always have both). At a kink it is the one-sided derivative PyTorch's
+// autograd gives (relu'(0) = 0, hardsigmoid'(±3) = 0, elu'(0) = alpha, ...).
 template <typename T>
 TL_HD T activate_grad(Activation a, T x, T y) {
   using M = GateOps<T>;
@@ -101,9 +215,58 @@ TL_HD T activate_grad(Activation a, T x, T y) {
     case Activation::SIGMOID:
       return y * (T(1) - y);
     case Activation::HARD_SIGMOID:
-      return M::step(x + T(3)) * M::step(T(3) - x) * T(1.0 / 6.0);
+      return inside(x, T(-3), T(3)) / T(6);
     case Activation::RELU:
       return M::step(x);
+    case Activation::RELU6:
+      return inside(x, T(0), T(6));
+    case Activation::ELU:
+    case Activation::CELU:
+      return elu_grad(x, T(1));
+    case Activation::SELU:
+      return T(kSeluScale) * elu_grad(x, T(kSeluAlpha));
+    case Activation::GELU:
+      return T(0.5) * (T(1) + M::erf(x * T(kSqrtHalf))) +
+             x * T(kInvSqrt2Pi) * M::exp(T(-0.5) * x * x);
+    case Activation::SILU: {
+      const T s = sigmoid_of(x);
+      return s * (T(1) + x * (T(1) - s));
+    }
+    case Activation::HARD_SILU:
+      return clip((x + T(3)) / T(6), T(0), T(1)) + x * inside(x, T(-3), T(3)) / T(6);
+    case Activation::SOFTPLUS:
+      return sigmoid_of(x);
+    case Activation::SOFTSIGN: {
+      const T d = T(1) + M::abs(x);
+      return T(1) / (d * d);
+    }
+    case Activation::EXPONENTIAL:
+      return y;
+    case Activation::LEAKY_RELU: {
+      const T pos = M::step(x);
+      return pos + (T(1) - pos) * T(kLeakySlope);
+    }
+    case Activation::MISH: {
+      const T t = M::tanh(softplus_of(x));
+      return t + x * (T(1) - t * t) * sigmoid_of(x);
+    }
+    case Activation::LOG_SIGMOID:
+      return sigmoid_of(T(0) - x);
+    case Activation::HARD_TANH:
+      return inside(x, T(-1), T(1));
+    case Activation::SPARSE_PLUS:
+      return clip(T(0.5) * (x + T(1)), T(0), T(1));
+    case Activation::SPARSE_SIGMOID:
+      return T(0.5) * inside(x, T(-1), T(1));
+    case Activation::SQUAREPLUS:
+      return T(0.5) * (T(1) + x / M::sqrt(x * x + T(kSquareplusB)));
+    case Activation::TANH_SHRINK: {
+      const T t = M::tanh(x);
+      return t * t;
+    }
+    case Activation::SOFT_SHRINK:
+    case Activation::HARD_SHRINK:
+      return M::step(x - T(kShrink)) + M::step(T(-kShrink) - x);
     case Activation::LINEAR:
     default:
       return T(1);

@@ -38,6 +38,8 @@ def test_unknown_activation_lists_valid_names():
         torchlstm.LSTMCell(3, 4, activation="swishy")
     with pytest.raises(TypeError, match="activation"):
         torchlstm.LSTM(3, 4, activation=3)
+    with pytest.raises(ValueError, match="not element-wise"):
+        torchlstm.LSTM(3, 4, activation="softmax")
     with pytest.raises(TypeError, match="only the fused activations"):
         torchlstm.LSTM(3, 4, activation=lambda x: x * 2)
     with pytest.raises(TypeError, match="return_state"):
@@ -48,9 +50,11 @@ def test_activation_registry():
     assert activations.resolve(None) == activations.FUSED["linear"]
     assert activations.resolve(torch.tanh) == activations.resolve("tanh")
     assert activations.resolve(torch.sigmoid) == activations.resolve("sigmoid")
-    assert set(activations.names()) >= {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"}
+    assert set(activations.names()) >= {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear",
+                                        "gelu", "mish", "swish", "hard_swish", "hard_shrink"}
+    assert activations.resolve("swish") == activations.resolve("silu")
     for name in activations.names():
-        assert activations.name_of(activations.resolve(name)) == name
+        assert activations.name_of(activations.resolve(name)) == activations.ALIASES.get(name, name)
         x = torch.linspace(-5, 5, 11, dtype=torch.float64)
         activations.reference(name)(x)  # every fused name has a reference
     hs = activations.reference("hard_sigmoid")(torch.tensor([-4.0, -3.0, 0.0, 1.5, 3.0, 9.0]))
@@ -153,7 +157,7 @@ def op_args(**override):
     (dict(w_hr=torch.randn(2, 6)), ValueError, "w_hh must have shape"),
     (dict(mask=torch.ones(4, 3)), TypeError, "mask must be a bool"),
     (dict(mask=torch.ones(3, 4, dtype=torch.bool)), ValueError, "mask must have shape"),
-    (dict(activation=17), ValueError, "unknown activation id 17"),
+    (dict(activation=117), ValueError, "unknown activation id 117"),
     (dict(recurrent_activation=-1), ValueError, "unknown recurrent_activation id"),
     (dict(input=torch.randn(4, 3, 5, dtype=torch.float16)), TypeError, "float32 or float64"),
 ])

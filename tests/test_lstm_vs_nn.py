@@ -169,3 +169,18 @@ def test_zero_length_sequence_like_nn():
     with pytest.raises(RuntimeError, match="sequence length") as e_ours:
         ours(x)
     assert str(e_ours.value) == str(e_ref.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", [False, True])
+def test_nan_in_input_shows_in_output_like_nn(dtype, grad):
+    """A NaN must not be silently absorbed (the float32 fast exp clamps its argument)."""
+    ref, ours = twin_lstms(input_size=I, hidden_size=16, dtype=dtype)
+    x = randn(T, B, I, dtype=dtype)
+    x[2, 1, 3] = float("nan")
+    with torch.set_grad_enabled(grad):
+        o1, (h1, c1) = ref(x)
+        o2, (h2, c2) = ours(x)
+    for a, e in ((o2, o1), (h2, h1), (c2, c1)):
+        assert torch.equal(torch.isnan(a), torch.isnan(e))
+    assert torch.isnan(o2[2:, 1]).all() and not torch.isnan(o2[:, 0]).any()

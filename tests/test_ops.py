@@ -56,17 +56,48 @@ def test_cell_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: ops.cell_forward(*a)[:2], args)
 
 
-@pytest.mark.parametrize("act,ract", [(a, r) for a in activations.FUSED for r in activations.FUSED])
-def test_every_activation_pair_vs_reference_and_gradcheck(act, ract):
-    bounded = {"tanh", "sigmoid", "hard_sigmoid"}
-    args = layer_args(proj=False, act=act, ract=ract,
-                      scale=1.0 if {act, ract} <= bounded else 0.4)
+BOUNDED = {"tanh", "sigmoid", "hard_sigmoid", "softsign", "hard_tanh", "sparse_sigmoid"}
+# every activation as the candidate/output one and as the gates' one, plus a few mixes
+ACT_PAIRS = sorted({(a, "sigmoid") for a in activations.FUSED}
+                   | {("tanh", r) for a in activations.FUSED for r in [a]}
+                   | {("gelu", "hard_sigmoid"), ("mish", "softsign"), ("elu", "sparse_sigmoid")})
+
+
+@pytest.mark.parametrize("act,ract", ACT_PAIRS)
+def test_every_activation_vs_reference_and_gradcheck(act, ract):
+    # unbounded activations grow c and h geometrically over time (exponential: doubly)
+    scale = 1.0 if {act, ract} <= BOUNDED else 0.15 if "exponential" in (act, ract) else 0.4
+    args = layer_args(proj=False, act=act, ract=ract, scale=scale)
     out, h, c, _, _ = ops.layer_forward(*args)
     e_out, e_h, e_c = lstm_layer(*args[:9], reverse=args[9], activation=act,
                                  recurrent_activation=ract)
     for a, e in ((out, e_out), (h, e_h), (c, e_c)):
         assert_close(a, e, torch.float64, f"{act}/{ract}")
     assert torch.autograd.gradcheck(lambda *a: ops.layer_forward(*a)[:3], args)
+
+
+@pytest.mark.parametrize("name", sorted(activations.FUSED))
+def test_every_activation_float32_simd_path(name):
+    """The float32 SIMD lanes (8 per vector, fast exp) and the scalar tail agree with the
+    float64 reference, over a range that crosses every kink and saturation."""
+    H, B = 37, 4  # 37 units: four 8-lane vectors and a scalar tail
+    x = torch.linspace(-7, 7, B * H, dtype=torch.float64).view(B, H)
+    # One step whose candidate pre-activation is exactly x (h0 through an identity block of
+    # W_hh), with i = 1 and f = 0 (saturated sigmoid biases) and c0 = 0: then c = act(x).
+    w_ih = torch.zeros(4 * H, 1, dtype=torch.float64)
+    w_hh = torch.zeros(4 * H, H, dtype=torch.float64)
+    bias = torch.cat([torch.full((H,), 40.0), torch.full((H,), -40.0), torch.zeros(H),
+                      torch.full((H,), 40.0)]).double()
+    inp = torch.zeros(1, B, 1, dtype=torch.float64)
+    w_hh[2 * H:3 * H] = torch.eye(H, dtype=torch.float64)
+    want = activations.reference(name)(x)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        args = [t.to(dtype) for t in (inp, x, torch.zeros(B, H, dtype=torch.float64), w_ih, w_hh,
+                                      bias, torch.zeros(4 * H, dtype=torch.float64))]
+        _, _, c, _, _ = ops.layer_forward(*args, None, None, False, activations.resolve(name),
+                                          activations.resolve("sigmoid"))
+        torch.testing.assert_close(c.double(), want, rtol=tol,
+                                   atol=tol * max(1.0, want.abs().max().item()))
 
 
 @pytest.mark.parametrize("proj,reverse", list(itertools.product([False, True], [False, True])))

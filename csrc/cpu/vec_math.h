@@ -14,6 +14,10 @@ struct GateOps<at::vec::Vectorized<S>> {
   using V = at::vec::Vectorized<S>;
   static V exp(V x) { return x.exp(); }
   static V tanh(V x) { return x.tanh(); }
+  static V log1p(V x) { return x.log1p(); }
+  static V erf(V x) { return x.erf(); }
+  static V sqrt(V x) { return x.sqrt(); }
+  static V abs(V x) { return x.abs(); }
   static V max(V a, V b) { return at::vec::maximum(a, b); }
   static V min(V a, V b) { return at::vec::minimum(a, b); }
   static V step(V x) { return x.gt(V(S(0))); }  // 1.0 where x > 0, else 0.0
@@ -27,8 +31,14 @@ struct GateOps<at::vec::Vectorized<S>> {
 template <>
 struct GateOps<at::vec::Vectorized<float>> {
   using V = at::vec::Vectorized<float>;
-  static V exp(V x) { return x.exp_u20(); }
-  static V tanh(V x) { return V(2.0f) / (V(1.0f) + (V(-2.0f) * x).exp_u20()) - V(1.0f); }
+  // exp_u20 clamps its argument, which would turn a NaN into a finite number: NaN lanes
+  // are passed through, so a NaN in the input still shows in the output (as nn.LSTM).
+  static V exp(V x) { return V::blendv(x.exp_u20(), x, x.isnan()); }
+  static V tanh(V x) { return V(2.0f) / (V(1.0f) + exp(V(-2.0f) * x)) - V(1.0f); }
+  static V log1p(V x) { return x.log1p(); }
+  static V erf(V x) { return x.erf(); }
+  static V sqrt(V x) { return x.sqrt(); }
+  static V abs(V x) { return x.abs(); }
   static V max(V a, V b) { return at::vec::maximum(a, b); }
   static V min(V a, V b) { return at::vec::minimum(a, b); }
   static V step(V x) { return x.gt(V(0.0f)); }
