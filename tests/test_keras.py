@@ -100,3 +100,111 @@ def test_input_gradient_matches_keras():
     xo = x.clone().requires_grad_(True)
     ours(xo).pow(2).sum().backward()
     torch.testing.assert_close(xo.grad, xk.grad, rtol=1e-4, atol=1e-5)
+
+
+def make_mask(kind):
+    m = np.ones((B, T), dtype=bool)
+    if kind == "right":
+        m[0, 5:] = False
+        m[1, 2:] = False
+    elif kind == "left":
+        m[0, :3] = False
+        m[2, :1] = False
+    elif kind == "holes":
+        m[0, [1, 4]] = False
+        m[1, 0] = False
+        m[2, 3:5] = False
+    return m
+
+
+@pytest.mark.parametrize("kind", ["right", "left", "holes"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+def test_mask_and_go_backwards_match_keras(kind, go_backwards, return_sequences,
+                                           zero_output_for_mask):
+    torch.manual_seed(3)
+    ours = torchlstm.LSTM(I, H, batch_first=True, return_sequences=return_sequences,
+                          return_state=True, go_backwards=go_backwards,
+                          zero_output_for_mask=zero_output_for_mask)
+    layer = keras_lstm_like(ours, return_sequences=return_sequences, return_state=True,
+                            go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask)
+    x = np.random.RandomState(3).randn(B, T, I).astype(np.float32)
+    mask = make_mask(kind)
+    want = [to_torch(t) for t in layer(x, mask=mask)]
+    got = ours(torch.from_numpy(x), mask=torch.from_numpy(mask))
+    for a, e in zip(got, want):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a.detach(), e, rtol=2e-5, atol=2e-5)
+    # RNN(LSTMCell) with the same weights and options says the same
+    cell = torchlstm.LSTMCell(I, H)
+    with torch.no_grad():
+        cell.weight_ih.copy_(ours.weight_ih_l0)
+        cell.weight_hh.copy_(ours.weight_hh_l0)
+        cell.bias_ih.copy_(ours.bias_ih_l0)
+        cell.bias_hh.copy_(ours.bias_hh_l0)
+    rnn = torchlstm.RNN(cell, return_sequences=return_sequences, return_state=True,
+                        go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask)
+    for a, e in zip(rnn(torch.from_numpy(x), mask=torch.from_numpy(mask)), got):
+        assert torch.equal(a, e)
+
+
+def test_masked_gradients_match_keras():
+    torch.manual_seed(4)
+    ours = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True)
+    layer = keras_lstm_like(ours, return_sequences=True)
+    mask = make_mask("holes")
+    x = torch.randn(B, T, I)
+    xk = x.clone().requires_grad_(True)
+    layer(xk, mask=mask).pow(2).sum().backward()
+    xo = x.clone().requires_grad_(True)
+    ours(xo, mask=torch.from_numpy(mask)).pow(2).sum().backward()
+    torch.testing.assert_close(xo.grad, xk.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["left", "holes"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_mask_matches_keras(kind, return_sequences):
+    torch.manual_seed(5)
+    # Keras' Bidirectional forces zero_output_for_mask = return_sequences on both layers
+    ours = torchlstm.LSTM(I, H, batch_first=True, bidirectional=True,
+                          return_sequences=return_sequences,
+                          zero_output_for_mask=return_sequences)
+    bi = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=return_sequences))
+    bi.build((None, None, I))
+    for sub, sfx in ((bi.forward_layer, ""), (bi.backward_layer, "_reverse")):
+        p = {n: getattr(ours, f"{n}_l0{sfx}").detach().numpy()
+             for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        sub.set_weights([p["weight_ih"].T, p["weight_hh"].T, p["bias_ih"] + p["bias_hh"]])
+    x = np.random.RandomState(5).randn(B, T, I).astype(np.float32)
+    mask = make_mask(kind)
+    want = to_torch(bi(x, mask=mask))
+    got = ours(torch.from_numpy(x), mask=torch.from_numpy(mask))
+    assert got.shape == want.shape
+    torch.testing.assert_close(got.detach(), want, rtol=2e-5, atol=2e-5)
+
+
+def test_mask_errors():
+    m = torchlstm.LSTM(I, H, batch_first=True)
+    x = torch.randn(B, T, I)
+    with pytest.raises(ValueError, match=r"mask must have shape \(batch, seq_len\)"):
+        m(x, mask=torch.ones(T, B, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool tensor"):
+        m(x, mask=torch.ones(B, T))
+    from torch.nn.utils.rnn import pack_padded_sequence
+    packed = pack_padded_sequence(torch.randn(T, B, I), torch.tensor([7, 5, 2]))
+    with pytest.raises(ValueError, match="PackedSequence"):
+        torchlstm.LSTM(I, H)(packed, mask=torch.ones(T, B, dtype=torch.bool))
+    with pytest.raises(TypeError, match="go_backwards"):
+        torchlstm.LSTM(I, H, go_backwards=1)
+
+
+def test_unbatched_mask_equals_batched():
+    torch.manual_seed(6)
+    m = torchlstm.LSTM(I, H, return_state=True, return_sequences=True, dtype=torch.float64)
+    x = torch.randn(T, I, dtype=torch.float64)
+    mask = torch.tensor([True, False, True, True, False, False, True])
+    got = m(x, mask=mask)
+    want = m(x.unsqueeze(1), mask=mask.unsqueeze(1))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e.squeeze(1) if e.dim() == 3 else e.squeeze(0))

@@ -12,7 +12,8 @@ from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence
 
 from . import activations
-from ._sequence import LayerWeights, keras_result, pack_like, run_stack, unpack
+from ._sequence import (LayerWeights, check_mask, keras_masked_output, keras_result,
+                        last_output, pack_like, run_stack, unpack)
 
 
 def check_keras_flags(return_sequences, return_state):
@@ -44,7 +45,8 @@ class LSTM(nn.Module):
                  bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
                  *, activation="tanh", recurrent_activation="sigmoid",
                  return_sequences: Optional[bool] = None,
-                 return_state: Optional[bool] = None) -> None:
+                 return_state: Optional[bool] = None, go_backwards: bool = False,
+                 zero_output_for_mask: bool = False) -> None:
         super().__init__()
         # Validation and messages as torch.nn.RNNBase.
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
@@ -75,6 +77,10 @@ class LSTM(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         check_keras_flags(return_sequences, return_state)
+        for name, value in (("go_backwards", go_backwards),
+                            ("zero_output_for_mask", zero_output_for_mask)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
 
         self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
         self.input_size = input_size
@@ -88,6 +94,8 @@ class LSTM(nn.Module):
         activations.configure(self, activation, recurrent_activation)
         self.return_sequences = return_sequences
         self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.zero_output_for_mask = zero_output_for_mask
 
         factory = {"device": device, "dtype": dtype}
         num_directions = 2 if bidirectional else 1
@@ -159,6 +167,10 @@ class LSTM(nn.Module):
             s += f", return_sequences={self.return_sequences}"
         if self.return_state is not None:
             s += f", return_state={self.return_state}"
+        if self.go_backwards:
+            s += ", go_backwards=True"
+        if self.zero_output_for_mask:
+            s += ", zero_output_for_mask=True"
         return s
 
     def _layer_weights(self) -> list[LayerWeights]:
@@ -218,10 +230,18 @@ class LSTM(nn.Module):
         return h0, c0
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, mask=None):
+        """nn.LSTM's forward; ``mask`` (Keras): bool, True = a valid step, shaped like the
+        input without its features ((B, T) with batch_first, (T, B) without, (T,) for
+        unbatched input). At a masked step h and c carry over and the output repeats the
+        previous output (zeros with ``zero_output_for_mask``), as in Keras."""
         D = 2 if self.bidirectional else 1
         unbatched_dim = None  # batch axis to squeeze away for unbatched input
+        keras_mask = None
         if isinstance(input, PackedSequence):
+            if mask is not None or self.go_backwards:
+                raise ValueError("mask and go_backwards are for padded tensors; a "
+                                 "PackedSequence already says which steps are valid")
             self._check_input(input.data, 2)
             x, mask = unpack(input)
             h0, c0 = self._hidden(hx, x, True, input.sorted_indices)
@@ -235,26 +255,37 @@ class LSTM(nn.Module):
                 unbatched_dim = 0 if self.batch_first else 1
                 input = input.unsqueeze(unbatched_dim)
             x = input.transpose(0, 1) if self.batch_first else input
-            mask = None
+            if mask is not None:
+                keras_mask = check_mask(mask, x, self.batch_first, batched)
+            if self.go_backwards:  # Keras: process reversed, outputs in processing order
+                x = x.flip(0)
+                keras_mask = keras_mask.flip(0) if keras_mask is not None else None
+            mask = keras_mask
             h0, c0 = self._hidden(hx, x, batched, None)
 
         out, h_n, c_n = run_stack(x, h0, c0, self._layer_weights(), self.num_layers, D, mask,
                                   self._activation_id, self._recurrent_activation_id,
                                   self.dropout, self.training)
 
+        last = None  # the Keras last output, where it is not simply the final h
         if isinstance(input, PackedSequence):
             output = pack_like(out, mask, input)
             if input.unsorted_indices is not None:
                 h_n = h_n.index_select(1, input.unsorted_indices)
                 c_n = c_n.index_select(1, input.unsorted_indices)
         else:
+            if keras_mask is not None:
+                out = keras_masked_output(out, keras_mask, D, self.zero_output_for_mask)
+                last = last_output(out, D)
+                if unbatched_dim is not None:
+                    last = last.squeeze(0)
             output = out.transpose(0, 1) if self.batch_first else out
             if unbatched_dim is not None:
                 output = output.squeeze(unbatched_dim)
 
         if self.return_sequences is not None or self.return_state is not None:
             return keras_result(output, h_n, c_n, D, bool(self.return_sequences),
-                                bool(self.return_state), unbatched_dim)
+                                bool(self.return_state), unbatched_dim, last)
         if unbatched_dim is not None:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._sequence import LayerWeights, keras_result, run_stack
+from ._sequence import (LayerWeights, check_mask, keras_masked_output, keras_result,
+                        last_output, run_stack)
 from .cell import LSTMCell
 from .lstm import check_keras_flags
 
@@ -17,26 +18,42 @@ from .lstm import check_keras_flags
 class RNN(nn.Module):
     r"""Run ``cell`` (a :class:`torchlstm.LSTMCell`) over a sequence, Keras-style.
 
-    ``forward(inputs, initial_state=None)``: ``inputs`` (B, T, I), or (T, I) unbatched;
-    ``initial_state`` an optional ``(h, c)`` of (B, H) each ((H,) unbatched).
+    ``forward(inputs, initial_state=None, mask=None)``: ``inputs`` (B, T, I), or (T, I)
+    unbatched; ``initial_state`` an optional ``(h, c)`` of (B, H) each ((H,) unbatched);
+    ``mask`` an optional bool (B, T) ((T,) unbatched), True = a valid step (Keras).
+    ``go_backwards`` processes the sequence reversed and returns outputs in processing
+    order; ``zero_output_for_mask`` gives zeros instead of the previous output at masked
+    steps, as Keras' RNN.
     Returns the last output (B, H), or the whole sequence (B, T, H) with
     ``return_sequences=True``; with ``return_state=True``, ``(output, h, c)``.
     """
 
     def __init__(self, cell: LSTMCell, *, return_sequences: bool = False,
-                 return_state: bool = False) -> None:
+                 return_state: bool = False, go_backwards: bool = False,
+                 zero_output_for_mask: bool = False) -> None:
         super().__init__()
         if not isinstance(cell, LSTMCell):
             raise TypeError(f"cell must be a torchlstm.LSTMCell, got {type(cell).__name__}")
         check_keras_flags(return_sequences, return_state)
+        for name, value in (("go_backwards", go_backwards),
+                            ("zero_output_for_mask", zero_output_for_mask)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
         self.cell = cell
         self.return_sequences = return_sequences
         self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.zero_output_for_mask = zero_output_for_mask
 
     def extra_repr(self) -> str:
-        return f"return_sequences={self.return_sequences}, return_state={self.return_state}"
+        s = f"return_sequences={self.return_sequences}, return_state={self.return_state}"
+        if self.go_backwards:
+            s += ", go_backwards=True"
+        if self.zero_output_for_mask:
+            s += ", zero_output_for_mask=True"
+        return s
 
-    def forward(self, inputs: Tensor, initial_state=None):
+    def forward(self, inputs: Tensor, initial_state=None, mask=None):
         if not isinstance(inputs, Tensor) or inputs.dim() not in (2, 3):
             got = f"{inputs.dim()}D" if isinstance(inputs, Tensor) else type(inputs).__name__
             raise ValueError(f"RNN: Expected inputs to be 3D (batch, time, features) or 2D "
@@ -47,6 +64,10 @@ class RNN(nn.Module):
             inputs = inputs.unsqueeze(0)
         cell.check_input(inputs)
         x = inputs.transpose(0, 1)  # time-major for the op
+        keras_mask = check_mask(mask, x, True, batched) if mask is not None else None
+        if self.go_backwards:
+            x = x.flip(0)
+            keras_mask = keras_mask.flip(0) if keras_mask is not None else None
         B = x.shape[1]
         if initial_state is None:
             h0 = c0 = x.new_zeros(1, B, cell.hidden_size)
@@ -63,10 +84,14 @@ class RNN(nn.Module):
                 states.append(s.unsqueeze(0))
             h0, c0 = states
         weights = [LayerWeights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None)]
-        out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, None, cell._activation_id,
+        out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, keras_mask, cell._activation_id,
                                   cell._recurrent_activation_id)
+        last = None
+        if keras_mask is not None:
+            out = keras_masked_output(out, keras_mask, 1, self.zero_output_for_mask)
+            last = last_output(out, 1) if batched else last_output(out, 1).squeeze(0)
         output = out.transpose(0, 1)
         if not batched:
             output = output.squeeze(0)
         return keras_result(output, h_n, c_n, 1, self.return_sequences, self.return_state,
-                            None if batched else 0)
+                            None if batched else 0, last)
