@@ -41,10 +41,10 @@ def test_non_elementwise_keras_activations_are_refused():
             activations.resolve(name)
 
 
-def keras_lstm_like(ours, **kw):
+def keras_lstm_like(ours, batch=None, **kw):
     layer = keras.layers.LSTM(ours.hidden_size, activation=ours.activation,
                               recurrent_activation=ours.recurrent_activation, **kw)
-    layer.build((None, None, ours.input_size))
+    layer.build((batch, None, ours.input_size))
     b = (ours.bias_ih_l0 + ours.bias_hh_l0).detach().numpy()
     layer.set_weights([ours.weight_ih_l0.detach().numpy().T,
                        ours.weight_hh_l0.detach().numpy().T, b])
@@ -208,3 +208,46 @@ def test_unbatched_mask_equals_batched():
     want = m(x.unsqueeze(1), mask=mask.unsqueeze(1))
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e.squeeze(1) if e.dim() == 3 else e.squeeze(0))
+
+
+def test_stateful_matches_keras_across_calls_and_reset():
+    torch.manual_seed(7)
+    ours = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True, stateful=True)
+    layer = keras_lstm_like(ours, batch=B, return_sequences=True, stateful=True)
+    rs = np.random.RandomState(7)
+    chunks = [rs.randn(B, T, I).astype(np.float32) for _ in range(3)]
+    for i, x in enumerate(chunks):
+        if i == 2:
+            ours.reset_states()
+            layer.reset_states()
+        want = to_torch(layer(x))
+        got = ours(torch.from_numpy(x))
+        torch.testing.assert_close(got.detach(), want, rtol=2e-5, atol=2e-5)
+    # the same as one call over the concatenated first two chunks, without state
+    ours.reset_states()
+    whole = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True)
+    whole.load_state_dict(ours.state_dict())
+    both = whole(torch.from_numpy(np.concatenate(chunks[:2], axis=1)))
+    first, second = ours(torch.from_numpy(chunks[0])), ours(torch.from_numpy(chunks[1]))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), both)
+    assert second.grad_fn is not None and ours._state[0].grad_fn is None  # detached
+    with pytest.raises(ValueError, match="reset_states"):
+        ours(torch.randn(B + 1, T, I))
+
+
+def test_stateful_rnn_equals_stateful_lstm():
+    torch.manual_seed(8)
+    cell = torchlstm.LSTMCell(I, H)
+    rnn = torchlstm.RNN(cell, return_sequences=True, stateful=True)
+    lstm = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True, stateful=True)
+    with torch.no_grad():
+        for a, b in (("weight_ih", "weight_ih_l0"), ("weight_hh", "weight_hh_l0"),
+                     ("bias_ih", "bias_ih_l0"), ("bias_hh", "bias_hh_l0")):
+            getattr(lstm, b).copy_(getattr(cell, a))
+    for _ in range(3):
+        x = torch.randn(B, T, I)
+        assert torch.equal(rnn(x), lstm(x))
+    rnn.reset_states()
+    lstm.reset_states()
+    x = torch.randn(B, T, I)
+    assert torch.equal(rnn(x), lstm(x))

@@ -46,7 +46,7 @@ class LSTM(nn.Module):
                  *, activation="tanh", recurrent_activation="sigmoid",
                  return_sequences: Optional[bool] = None,
                  return_state: Optional[bool] = None, go_backwards: bool = False,
-                 zero_output_for_mask: bool = False) -> None:
+                 zero_output_for_mask: bool = False, stateful: bool = False) -> None:
         super().__init__()
         # Validation and messages as torch.nn.RNNBase.
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
@@ -78,7 +78,8 @@ class LSTM(nn.Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         check_keras_flags(return_sequences, return_state)
         for name, value in (("go_backwards", go_backwards),
-                            ("zero_output_for_mask", zero_output_for_mask)):
+                            ("zero_output_for_mask", zero_output_for_mask),
+                            ("stateful", stateful)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
 
@@ -96,6 +97,8 @@ class LSTM(nn.Module):
         self.return_state = return_state
         self.go_backwards = go_backwards
         self.zero_output_for_mask = zero_output_for_mask
+        self.stateful = stateful
+        self._state: Optional[tuple[Tensor, Tensor]] = None  # carried by stateful=True
 
         factory = {"device": device, "dtype": dtype}
         num_directions = 2 if bidirectional else 1
@@ -171,7 +174,13 @@ class LSTM(nn.Module):
             s += ", go_backwards=True"
         if self.zero_output_for_mask:
             s += ", zero_output_for_mask=True"
+        if self.stateful:
+            s += ", stateful=True"
         return s
+
+    def reset_states(self) -> None:
+        """Forget the state a stateful LSTM carries between calls (Keras' reset_states)."""
+        self._state = None
 
     def _layer_weights(self) -> list[LayerWeights]:
         """The parameters of each (layer, direction), looked up by name on every call so
@@ -202,6 +211,15 @@ class LSTM(nn.Module):
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         h_shape = (self.num_layers * D, B, real_hidden)
         c_shape = (self.num_layers * D, B, self.hidden_size)
+        if hx is None and self.stateful and self._state is not None:
+            h0, c0 = self._state  # the last call's final states, in the caller's batch order
+            if h0.shape != h_shape:
+                raise ValueError(f"stateful LSTM: the state carried from the last call has "
+                                 f"shape {tuple(h0.shape)}, this batch needs {h_shape}; call "
+                                 "reset_states() to start new sequences")
+            if permutation is not None:
+                h0, c0 = h0.index_select(1, permutation), c0.index_select(1, permutation)
+            return h0, c0
         if hx is None:
             return x.new_zeros(h_shape), x.new_zeros(c_shape)
         if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(
@@ -283,6 +301,8 @@ class LSTM(nn.Module):
             if unbatched_dim is not None:
                 output = output.squeeze(unbatched_dim)
 
+        if self.stateful:  # the next call starts from here (no gradient across calls)
+            self._state = (h_n.detach(), c_n.detach())
         if self.return_sequences is not None or self.return_state is not None:
             return keras_result(output, h_n, c_n, D, bool(self.return_sequences),
                                 bool(self.return_state), unbatched_dim, last)

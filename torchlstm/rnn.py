@@ -30,13 +30,14 @@ class RNN(nn.Module):
 
     def __init__(self, cell: LSTMCell, *, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False,
-                 zero_output_for_mask: bool = False) -> None:
+                 zero_output_for_mask: bool = False, stateful: bool = False) -> None:
         super().__init__()
         if not isinstance(cell, LSTMCell):
             raise TypeError(f"cell must be a torchlstm.LSTMCell, got {type(cell).__name__}")
         check_keras_flags(return_sequences, return_state)
         for name, value in (("go_backwards", go_backwards),
-                            ("zero_output_for_mask", zero_output_for_mask)):
+                            ("zero_output_for_mask", zero_output_for_mask),
+                            ("stateful", stateful)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
         self.cell = cell
@@ -44,6 +45,8 @@ class RNN(nn.Module):
         self.return_state = return_state
         self.go_backwards = go_backwards
         self.zero_output_for_mask = zero_output_for_mask
+        self.stateful = stateful
+        self._state = None  # (h, c), each (1, B, H), carried by stateful=True
 
     def extra_repr(self) -> str:
         s = f"return_sequences={self.return_sequences}, return_state={self.return_state}"
@@ -51,7 +54,13 @@ class RNN(nn.Module):
             s += ", go_backwards=True"
         if self.zero_output_for_mask:
             s += ", zero_output_for_mask=True"
+        if self.stateful:
+            s += ", stateful=True"
         return s
+
+    def reset_states(self) -> None:
+        """Forget the state a stateful RNN carries between calls (Keras' reset_states)."""
+        self._state = None
 
     def forward(self, inputs: Tensor, initial_state=None, mask=None):
         if not isinstance(inputs, Tensor) or inputs.dim() not in (2, 3):
@@ -69,7 +78,13 @@ class RNN(nn.Module):
             x = x.flip(0)
             keras_mask = keras_mask.flip(0) if keras_mask is not None else None
         B = x.shape[1]
-        if initial_state is None:
+        if initial_state is None and self.stateful and self._state is not None:
+            h0, c0 = self._state
+            if h0.shape[1] != B:
+                raise ValueError(f"stateful RNN: the state carried from the last call is for "
+                                 f"batch {h0.shape[1]}, this batch has {B}; call "
+                                 "reset_states() to start new sequences")
+        elif initial_state is None:
             h0 = c0 = x.new_zeros(1, B, cell.hidden_size)
         else:
             if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
@@ -86,6 +101,8 @@ class RNN(nn.Module):
         weights = [LayerWeights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None)]
         out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, keras_mask, cell._activation_id,
                                   cell._recurrent_activation_id)
+        if self.stateful:
+            self._state = (h_n.detach(), c_n.detach())
         last = None
         if keras_mask is not None:
             out = keras_masked_output(out, keras_mask, 1, self.zero_output_for_mask)
