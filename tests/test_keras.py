@@ -251,3 +251,72 @@ def test_stateful_rnn_equals_stateful_lstm():
     lstm.reset_states()
     x = torch.randn(B, T, I)
     assert torch.equal(rnn(x), lstm(x))
+
+
+def test_weights_both_ways_with_keras_arrays():
+    layer = keras.layers.LSTM(H, return_sequences=True, recurrent_activation="hard_sigmoid")
+    layer.build((None, None, I))
+    ours = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True,
+                          recurrent_activation="hard_sigmoid")
+    torchlstm.keras_weights.set(ours, layer.get_weights())  # Keras -> torchlstm
+    x = np.random.RandomState(9).randn(B, T, I).astype(np.float32)
+    torch.testing.assert_close(ours(torch.from_numpy(x)).detach(), to_torch(layer(x)),
+                               rtol=2e-5, atol=2e-5)
+    torch.manual_seed(9)
+    other = torchlstm.LSTM(I, H, batch_first=True, return_sequences=True,
+                           recurrent_activation="hard_sigmoid")
+    layer.set_weights(torchlstm.keras_weights.get(other))  # torchlstm -> Keras
+    torch.testing.assert_close(other(torch.from_numpy(x)).detach(), to_torch(layer(x)),
+                               rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="expected 3 Keras arrays"):
+        torchlstm.keras_weights.set(ours, layer.get_weights()[:2])
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        torchlstm.keras_weights.set(ours, [layer.get_weights()[0], np.zeros((H + 1, 4 * H)),
+                                           layer.get_weights()[2]])
+
+
+def test_weights_from_keras_h5_file_stacked_and_bidirectional(tmp_path):
+    model = keras.Sequential([keras.Input((None, I)),
+                              keras.layers.LSTM(H, return_sequences=True),
+                              keras.layers.LSTM(H, return_sequences=True)])
+    path = str(tmp_path / "stacked.weights.h5")
+    model.save_weights(path)
+    ours = torchlstm.LSTM(I, H, num_layers=2, batch_first=True, return_sequences=True)
+    torchlstm.keras_weights.load_h5(ours, path)
+    x = np.random.RandomState(10).randn(B, T, I).astype(np.float32)
+    torch.testing.assert_close(ours(torch.from_numpy(x)).detach(), to_torch(model(x)),
+                               rtol=2e-5, atol=2e-5)
+
+    bi = keras.Sequential([keras.Input((None, I)),
+                           keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))])
+    path = str(tmp_path / "bi.weights.h5")
+    bi.save_weights(path)
+    ours = torchlstm.LSTM(I, H, bidirectional=True, batch_first=True, return_sequences=True)
+    torchlstm.keras_weights.load_h5(ours, path, "layers/bidirectional")
+    torch.testing.assert_close(ours(torch.from_numpy(x)).detach(), to_torch(bi(x)),
+                               rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="no Keras LSTM weights under"):
+        torchlstm.keras_weights.load_h5(ours, path, "layers/nothing")
+
+
+def test_keras_init_and_unit_forget_bias():
+    m = torchlstm.LSTM(I, 8, num_layers=2, init="keras", unit_forget_bias=True)
+    for layer in range(2):
+        w_hh = m.get_parameter(f"weight_hh_l{layer}")
+        torch.testing.assert_close(w_hh.t() @ w_hh, torch.eye(8), atol=1e-5, rtol=0)  # orthogonal
+        b = m.get_parameter(f"bias_ih_l{layer}") + m.get_parameter(f"bias_hh_l{layer}")
+        assert torch.equal(b, torch.cat([torch.zeros(8), torch.ones(8), torch.zeros(16)]))
+        w_ih = m.get_parameter(f"weight_ih_l{layer}")
+        limit = (6 / (w_ih.shape[0] + w_ih.shape[1])) ** 0.5  # glorot_uniform
+        assert w_ih.abs().max() <= limit and w_ih.abs().max() > 0.8 * limit
+    # the default stays nn.LSTM's; unit_forget_bias alone only sets the forget bias
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, 8)
+    torch.manual_seed(0)
+    ours = torchlstm.LSTM(I, 8, unit_forget_bias=True)
+    assert torch.equal(ours.weight_hh_l0, ref.weight_hh_l0)
+    assert torch.equal((ours.bias_ih_l0 + ours.bias_hh_l0)[8:16], torch.ones(8))
+    cell = torchlstm.LSTMCell(I, 8, init="keras", unit_forget_bias=True)
+    assert torch.equal((cell.bias_ih + cell.bias_hh)[8:16], torch.ones(8))
+    with pytest.raises(ValueError, match="init must be one of"):
+        torchlstm.LSTM(I, 8, init="xavier")

@@ -12,6 +12,7 @@ from . import activations
 from .cell import LSTMCell
 from .lstm import LSTM
 from .rnn import RNN
+from . import keras_weights  # noqa: E402  (needs the modules above)
 
-__all__ = ["LSTM", "LSTMCell", "RNN", "activations"]
+__all__ = ["LSTM", "LSTMCell", "RNN", "activations", "keras_weights"]
 __version__ = "0.1.0"

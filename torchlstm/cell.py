@@ -1,13 +1,10 @@
 """torchlstm.LSTMCell: one LSTM step (the "heart"), drop-in for torch.nn.LSTMCell."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
-from torch.nn import init
 
-from . import activations
+from . import _init, activations
 from ._ops import ops
 
 
@@ -22,7 +19,8 @@ class LSTMCell(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, activation="tanh", recurrent_activation="sigmoid") -> None:
+                 dtype=None, *, activation="tanh", recurrent_activation="sigmoid",
+                 init: str = "torch", unit_forget_bias: bool = False) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -31,6 +29,9 @@ class LSTMCell(nn.Module):
                 raise ValueError(f"{name} must be greater than zero")
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        _init.check(init, unit_forget_bias)
+        self.init = init
+        self.unit_forget_bias = unit_forget_bias
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -47,9 +48,9 @@ class LSTMCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            init.uniform_(weight, -stdv, stdv)
+        """nn.LSTMCell's initialisation, or Keras' with init="keras" (see torchlstm.LSTM)."""
+        _init.apply(self, [(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)],
+                    self.hidden_size, self.init, self.unit_forget_bias)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -1,17 +1,15 @@
 """torchlstm.LSTM: the sequence "shell", drop-in for torch.nn.LSTM, plus Keras options."""
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence
 
-from . import activations
+from . import _init, activations
 from ._sequence import (LayerWeights, check_mask, keras_masked_output, keras_result,
                         last_output, pack_like, run_stack, unpack)
 
@@ -46,7 +44,8 @@ class LSTM(nn.Module):
                  *, activation="tanh", recurrent_activation="sigmoid",
                  return_sequences: Optional[bool] = None,
                  return_state: Optional[bool] = None, go_backwards: bool = False,
-                 zero_output_for_mask: bool = False, stateful: bool = False) -> None:
+                 zero_output_for_mask: bool = False, stateful: bool = False,
+                 init: str = "torch", unit_forget_bias: bool = False) -> None:
         super().__init__()
         # Validation and messages as torch.nn.RNNBase.
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
@@ -77,6 +76,7 @@ class LSTM(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         check_keras_flags(return_sequences, return_state)
+        _init.check(init, unit_forget_bias)
         for name, value in (("go_backwards", go_backwards),
                             ("zero_output_for_mask", zero_output_for_mask),
                             ("stateful", stateful)):
@@ -99,6 +99,8 @@ class LSTM(nn.Module):
         self.zero_output_for_mask = zero_output_for_mask
         self.stateful = stateful
         self._state: Optional[tuple[Tensor, Tensor]] = None  # carried by stateful=True
+        self.init = init
+        self.unit_forget_bias = unit_forget_bias
 
         factory = {"device": device, "dtype": dtype}
         num_directions = 2 if bidirectional else 1
@@ -131,11 +133,11 @@ class LSTM(nn.Module):
 
     # ------------------------------------------------------------------ nn.LSTM API
     def reset_parameters(self) -> None:
-        """U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) for every parameter, in registration
-        order, so one seed gives nn.LSTM's exact initial weights."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            init.uniform_(weight, -stdv, stdv)
+        """nn.LSTM's initialisation (U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in
+        registration order: one seed gives nn.LSTM's exact weights), or Keras' with
+        init="keras"; then unit_forget_bias if asked."""
+        _init.apply(self, self._layer_weights(), self.hidden_size, self.init,
+                    self.unit_forget_bias)
 
     @property
     def _flat_weights(self) -> list[Tensor]:
@@ -176,6 +178,10 @@ class LSTM(nn.Module):
             s += ", zero_output_for_mask=True"
         if self.stateful:
             s += ", stateful=True"
+        if self.init != "torch":
+            s += f", init={self.init!r}"
+        if self.unit_forget_bias:
+            s += ", unit_forget_bias=True"
         return s
 
     def reset_states(self) -> None:

@@ -1,0 +1,47 @@
+"""Initialisation shared by LSTM and LSTMCell: nn.LSTM's (the default, so one seed gives
+nn.LSTM's exact weights) or Keras' (init="keras"), and Keras' unit_forget_bias."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import init
+
+INITS = ("torch", "keras")
+
+
+def check(init_name, unit_forget_bias) -> None:
+    if init_name not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init_name!r}")
+    if not isinstance(unit_forget_bias, bool):
+        raise TypeError(f"unit_forget_bias should be of type bool, got: "
+                        f"{type(unit_forget_bias).__name__}")
+
+
+def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
+          unit_forget_bias: bool) -> None:
+    """groups: (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and direction.
+
+    torch: U(-1/sqrt(H), 1/sqrt(H)) for every parameter in registration order (nn.LSTM).
+    keras: glorot_uniform weight_ih (and weight_hr), orthogonal weight_hh, zero biases.
+    unit_forget_bias: the forget-gate bias totals 1 (bias_ih's slice 1, bias_hh's 0)."""
+    with torch.no_grad():
+        if init_name == "torch":
+            stdv = 1.0 / math.sqrt(hidden_size)
+            for weight in module.parameters():
+                init.uniform_(weight, -stdv, stdv)
+        else:
+            for w_ih, w_hh, b_ih, b_hh, w_hr in groups:
+                init.xavier_uniform_(w_ih)  # Keras' glorot_uniform on kernel = w_ih.T
+                init.orthogonal_(w_hh)
+                if w_hr is not None:
+                    init.xavier_uniform_(w_hr)
+                for b in (b_ih, b_hh):
+                    if b is not None:
+                        b.zero_()
+        if unit_forget_bias:
+            for _, _, b_ih, b_hh, _ in groups:
+                if b_ih is not None:
+                    b_ih[hidden_size:2 * hidden_size] = 1.0
+                    b_hh[hidden_size:2 * hidden_size] = 0.0
