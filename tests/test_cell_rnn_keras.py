@@ -146,3 +146,43 @@ def test_keras_last_output_with_packed_sequence():
     out, h, c = lstm(packed)
     assert out.shape == (3, 2 * H) and h.shape == (2, 3, H)
     assert torch.equal(out, torch.cat([h[0], h[1]], dim=-1))
+
+
+@pytest.mark.parametrize("kw", [dict(num_layers=2, bidirectional=True),
+                                dict(proj_size=3, batch_first=True)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_callable_activation_runs_unfused_and_matches_fused(kw, masked):
+    """A Python callable runs the unfused path: same numbers and gradients as the fused
+    kernel for the same function, and a warning saying so."""
+    torch.manual_seed(0)
+    fused = torchlstm.LSTM(I, H, activation="gelu", recurrent_activation="hard_sigmoid",
+                           dtype=torch.float64, **kw)
+    with pytest.warns(UserWarning, match="unfused"):
+        unfused = torchlstm.LSTM(I, H, recurrent_activation="hard_sigmoid", dtype=torch.float64,
+                                 activation=lambda x: torch.nn.functional.gelu(x), **kw)
+    unfused.load_state_dict(fused.state_dict())
+    x = randn(B, T, I, requires_grad=True) if kw.get("batch_first") else randn(T, B, I, requires_grad=True)
+    mask = None
+    if masked:
+        mask = torch.rand(x.shape[:2]) > 0.3
+    (o1, (h1, c1)), (o2, (h2, c2)) = fused(x, mask=mask), unfused(x, mask=mask)
+    for a, e in ((o2, o1), (h2, h1), (c2, c1)):
+        assert_close(a, e, torch.float64)
+    g1 = torch.autograd.grad(o1.pow(2).sum() + c1.sum(), [x] + list(fused.parameters()))
+    g2 = torch.autograd.grad(o2.pow(2).sum() + c2.sum(), [x] + list(unfused.parameters()))
+    for a, e in zip(g2, g1):
+        assert_close(a, e, torch.float64)
+
+
+def test_callable_activation_cell_and_rnn():
+    with pytest.warns(UserWarning, match="unfused"):
+        cell = torchlstm.LSTMCell(I, H, recurrent_activation=lambda x: torch.sigmoid(x),
+                                  dtype=torch.float64)
+    ref = torchlstm.LSTMCell(I, H, dtype=torch.float64)
+    ref.load_state_dict(cell.state_dict())
+    x = randn(B, I)
+    for a, e in zip(cell(x), ref(x)):
+        assert_close(a, e, torch.float64)
+    seq = randn(B, T, I)
+    assert_close(torchlstm.RNN(cell, return_sequences=True)(seq),
+                 torchlstm.RNN(ref, return_sequences=True)(seq), torch.float64)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _unfused, activations
 from ._ops import ops
 
 
@@ -23,9 +24,10 @@ class LayerWeights(NamedTuple):
 
 
 def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights],
-              num_layers: int, num_directions: int, mask: Optional[Tensor], activation: int,
-              recurrent_activation: int, dropout: float = 0.0, training: bool = False):
+              num_layers: int, num_directions: int, mask: Optional[Tensor], activation,
+              recurrent_activation, dropout: float = 0.0, training: bool = False):
     """x (T,B,I) time-major; h0 (L*D,B,Hout), c0 (L*D,B,H); weights[k] for k = layer*D + d.
+    activation, recurrent_activation: kernel ids, or callables (then the unfused path).
     Returns (output (T,B,D*Hout), h_n (L*D,B,Hout), c_n (L*D,B,H)), as nn.LSTM."""
     if x.shape[0] == 0:  # nn.LSTM's error, word for word
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
@@ -34,6 +36,12 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
         x.requires_grad or h0.requires_grad or c0.requires_grad
         or any(t is not None and t.requires_grad for w in weights for t in w))
     layer_op = ops.layer_inference if infer else ops.layer_forward
+    if callable(activation) or callable(recurrent_activation):  # a user's own function
+        act, ract = activations.as_function(activation), activations.as_function(
+            recurrent_activation)
+
+        def layer_op(*args):
+            return _unfused.layer_forward(*args[:10], act, ract)
     h_n, c_n = [], []
     for layer in range(num_layers):
         outs = []

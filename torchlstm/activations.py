@@ -8,6 +8,7 @@ unknown name is a ValueError listing the valid ones.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Union
 
 import torch
@@ -79,21 +80,47 @@ def resolve(activation: ActivationLike, argument: str = "activation") -> int:
         if name is not None:
             return FUSED[name]
         raise TypeError(
-            f"{argument}={activation!r}: only the fused activations can be used: pass one "
-            f"of the names {', '.join(names())} (or torch.tanh / torch.sigmoid / torch.relu)"
-        )
+            f"{argument}={activation!r} is not a fused activation: pass one of the names "
+            f"{', '.join(names())} (modules also take other callables, unfused)")
     raise TypeError(
         f"{argument} must be a name (str), a callable or None, got {type(activation).__name__}"
     )
 
 
+def resolve_or_callable(activation: ActivationLike, argument: str = "activation"):
+    """The kernel id of a fused activation, or the callable itself for any other callable
+    (which the modules run on the unfused path)."""
+    try:
+        return resolve(activation, argument)
+    except TypeError:
+        if callable(activation) and not isinstance(activation, str):
+            return activation
+        raise
+
+
 def configure(module, activation: ActivationLike, recurrent_activation: ActivationLike) -> None:
     """Sets a module's activation options: what the user gave (``activation``,
-    ``recurrent_activation``) and the resolved kernel ids the ops take."""
+    ``recurrent_activation``) and what the ops take: a kernel id, or a callable, which
+    makes the module run the unfused path (and say so, once, with a warning)."""
     module.activation = activation
     module.recurrent_activation = recurrent_activation
-    module._activation_id = resolve(activation, "activation")
-    module._recurrent_activation_id = resolve(recurrent_activation, "recurrent_activation")
+    module._activation_id = resolve_or_callable(activation, "activation")
+    module._recurrent_activation_id = resolve_or_callable(recurrent_activation,
+                                                          "recurrent_activation")
+    unfused = [n for n, v in (("activation", module._activation_id),
+                              ("recurrent_activation", module._recurrent_activation_id))
+               if callable(v)]
+    if unfused:
+        warnings.warn(
+            f"torchlstm: {' and '.join(unfused)} is a Python callable, not one of the fused "
+            f"activations ({', '.join(names())}): this {type(module).__name__} runs an unfused "
+            "per-step PyTorch path — correct, with autograd, but much slower. Pass a "
+            "registered name for the fused kernels.", UserWarning, stacklevel=3)
+
+
+def as_function(activation) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A kernel id or a callable (what configure stored) as a torch function."""
+    return activation if callable(activation) else reference(name_of(activation))
 
 
 def name_of(activation_id: int) -> str:

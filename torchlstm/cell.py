@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import _init, activations
+from . import _init, _unfused, activations
 from ._ops import ops
 
 
@@ -109,9 +109,15 @@ class LSTMCell(nn.Module):
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
             self.check_state(h0, 0, B, input)
             self.check_state(c0, 1, B, input)
-        h, c, _ = ops.cell_forward(input, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih,
-                                   self.bias_hh, self._activation_id,
-                                   self._recurrent_activation_id)
+        if callable(self._activation_id) or callable(self._recurrent_activation_id):
+            _, h, c = _unfused.layer_forward(
+                input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, self.bias_ih,
+                self.bias_hh, None, None, False, activations.as_function(self._activation_id),
+                activations.as_function(self._recurrent_activation_id))
+        else:
+            h, c, _ = ops.cell_forward(input, h0, c0, self.weight_ih, self.weight_hh,
+                                       self.bias_ih, self.bias_hh, self._activation_id,
+                                       self._recurrent_activation_id)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
