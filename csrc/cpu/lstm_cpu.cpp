@@ -44,10 +44,12 @@ constexpr bool kN = false;  // as is    (BLAS 'N')
 // a: input + recurrent products, gate q at a + q*n; b1, b2: the biases (or null), gate q
 // at + q*H. c is updated in place and r = o * act(c) written. For backward (training),
 // the gate pre-activations go to g_save (gate q at + q*H) and c to c_save, when given.
-template <typename scalar_t>
-inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H,
-                        const scalar_t* a, const scalar_t* b1, const scalar_t* b2, scalar_t* c,
-                        scalar_t* r, scalar_t* g_save, scalar_t* c_save) {
+template <typename scalar_t, bool kDefaultPair>
+inline void forward_row_impl(Activation act_, Activation ract_, int64_t n, int64_t H,
+                             const scalar_t* a, const scalar_t* b1, const scalar_t* b2,
+                             scalar_t* c, scalar_t* r, scalar_t* g_save, scalar_t* c_save) {
+  const Activation act = kDefaultPair ? Activation::TANH : act_;  // see DEFAULT_PAIR below
+  const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
   for (; j + Vec::size() <= n; j += Vec::size()) {
@@ -79,11 +81,13 @@ inline void forward_row(Activation act, Activation ract, int64_t n, int64_t H,
 // n units of one batch row in the backward pass (layout as forward_row; dg likewise).
 // dr = dr_a (+ dr_b when given: the output gradient plus the recurrent one, without a
 // projection). dc is updated in place to dc_prev. r (if given) receives o * act(c).
-template <typename scalar_t>
-inline void backward_row(Activation act, Activation ract, int64_t n, int64_t H,
-                         const scalar_t* g, const scalar_t* c_prev, const scalar_t* c,
-                         const scalar_t* dr_a, const scalar_t* dr_b, scalar_t* dc,
-                         scalar_t* dg, scalar_t* r) {
+template <typename scalar_t, bool kDefaultPair>
+inline void backward_row_impl(Activation act_, Activation ract_, int64_t n, int64_t H,
+                              const scalar_t* g, const scalar_t* c_prev, const scalar_t* c,
+                              const scalar_t* dr_a, const scalar_t* dr_b, scalar_t* dc,
+                              scalar_t* dg, scalar_t* r) {
+  const Activation act = kDefaultPair ? Activation::TANH : act_;
+  const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
   int64_t j = 0;
   for (; j + Vec::size() <= n; j += Vec::size()) {
@@ -111,6 +115,25 @@ inline void backward_row(Activation act, Activation ract, int64_t n, int64_t H,
     dc[j] = o.dc_prev;
     if (r) r[j] = o.r;
   }
+}
+
+// DEFAULT_PAIR: with the default activations (tanh, sigmoid) the row passes are
+// instantiated with them as constants, so the per-vector activation switches of
+// gate_math.h fold away; every other pair takes the switch.
+template <typename scalar_t, typename... Args>
+inline void forward_row(Activation act, Activation ract, Args... args) {
+  if (act == Activation::TANH && ract == Activation::SIGMOID)
+    forward_row_impl<scalar_t, true>(act, ract, args...);
+  else
+    forward_row_impl<scalar_t, false>(act, ract, args...);
+}
+
+template <typename scalar_t, typename... Args>
+inline void backward_row(Activation act, Activation ract, Args... args) {
+  if (act == Activation::TANH && ract == Activation::SIGMOID)
+    backward_row_impl<scalar_t, true>(act, ract, args...);
+  else
+    backward_row_impl<scalar_t, false>(act, ract, args...);
 }
 
 // Time index of processing step s.
@@ -212,7 +235,7 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
             std::memset(g_save + q * H, 0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
+        forward_row<scalar_t>(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
                     b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
       }
       if (z.proj) {
@@ -283,7 +306,7 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
         }
         const scalar_t* dr_a = z.proj ? dr_ws + b * H + j0 : go_t + b * Hout + j0;
         const scalar_t* dr_b = z.proj ? nullptr : dh + b * Hout + j0;
-        backward_row(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0,
+        backward_row<scalar_t>(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0,
                      dr_a, dr_b, dc + b * H + j0, dg,
                      z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
       }
