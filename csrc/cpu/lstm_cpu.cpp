@@ -1,7 +1,7 @@
 // lstm_cpu.cpp — the CPU kernels of the torchlstm ops.
 //
 // One direction of one layer over a whole sequence, forward and backward through time,
-// in C++. The structure (and the CUDA kernels follow it):
+// in C++. The structure (the CUDA kernels are to follow the same one):
 //   forward:  input projection x W_ih^T        GEMMs over chunks of steps (T*B rows in all)
 //             per step: + h W_hh^T             one GEMM (BLAS called directly, blas.h: no
 //                                              dispatcher round-trip, no allocation)
