@@ -154,3 +154,19 @@ def last_output(out: Tensor, num_directions: int) -> Tensor:
         return out[-1]
     half = out.shape[-1] // 2
     return torch.cat([out[-1, :, :half], out[0, :, half:]], dim=-1)
+
+
+def check_flags(**flags) -> None:
+    """Boolean constructor options, with nn.LSTM's message for a non-bool."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+
+
+def keras_repr(module) -> str:
+    """The Keras options a module has away from their defaults, for extra_repr."""
+    s = ""
+    for name in ("go_backwards", "zero_output_for_mask", "stateful"):
+        if getattr(module, name):
+            s += f", {name}=True"
+    return s

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _init, activations
-from ._sequence import (LayerWeights, check_mask, keras_masked_output, keras_result,
-                        last_output, pack_like, run_stack, unpack)
+from ._sequence import (LayerWeights, check_flags, check_mask, keras_masked_output, keras_repr,
+                        keras_result, last_output, pack_like, run_stack, unpack)
 
 
 def check_keras_flags(return_sequences, return_state):
@@ -77,11 +77,8 @@ class LSTM(nn.Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         check_keras_flags(return_sequences, return_state)
         _init.check(init, unit_forget_bias)
-        for name, value in (("go_backwards", go_backwards),
-                            ("zero_output_for_mask", zero_output_for_mask),
-                            ("stateful", stateful)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+        check_flags(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
+                    stateful=stateful)
 
         self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
         self.input_size = input_size
@@ -172,12 +169,7 @@ class LSTM(nn.Module):
             s += f", return_sequences={self.return_sequences}"
         if self.return_state is not None:
             s += f", return_state={self.return_state}"
-        if self.go_backwards:
-            s += ", go_backwards=True"
-        if self.zero_output_for_mask:
-            s += ", zero_output_for_mask=True"
-        if self.stateful:
-            s += ", stateful=True"
+        s += keras_repr(self)
         if self.init != "torch":
             s += f", init={self.init!r}"
         if self.unit_forget_bias:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._sequence import (LayerWeights, check_mask, keras_masked_output, keras_result,
-                        last_output, run_stack)
+from ._sequence import (LayerWeights, check_flags, check_mask, keras_masked_output, keras_repr,
+                        keras_result, last_output, run_stack)
 from .cell import LSTMCell
 from .lstm import check_keras_flags
 
@@ -35,11 +35,8 @@ class RNN(nn.Module):
         if not isinstance(cell, LSTMCell):
             raise TypeError(f"cell must be a torchlstm.LSTMCell, got {type(cell).__name__}")
         check_keras_flags(return_sequences, return_state)
-        for name, value in (("go_backwards", go_backwards),
-                            ("zero_output_for_mask", zero_output_for_mask),
-                            ("stateful", stateful)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+        check_flags(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
+                    stateful=stateful)
         self.cell = cell
         self.return_sequences = return_sequences
         self.return_state = return_state
@@ -49,14 +46,8 @@ class RNN(nn.Module):
         self._state = None  # (h, c), each (1, B, H), carried by stateful=True
 
     def extra_repr(self) -> str:
-        s = f"return_sequences={self.return_sequences}, return_state={self.return_state}"
-        if self.go_backwards:
-            s += ", go_backwards=True"
-        if self.zero_output_for_mask:
-            s += ", zero_output_for_mask=True"
-        if self.stateful:
-            s += ", stateful=True"
-        return s
+        return (f"return_sequences={self.return_sequences}, return_state={self.return_state}"
+                + keras_repr(self))
 
     def reset_states(self) -> None:
         """Forget the state a stateful RNN carries between calls (Keras' reset_states)."""
