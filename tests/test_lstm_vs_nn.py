@@ -184,3 +184,42 @@ def test_nan_in_input_shows_in_output_like_nn(dtype, grad):
     for a, e in ((o2, o1), (h2, h1), (c2, c1)):
         assert torch.equal(torch.isnan(a), torch.isnan(e))
     assert torch.isnan(o2[2:, 1]).all() and not torch.isnan(o2[:, 0]).any()
+
+
+@pytest.mark.parametrize("B_,H_,proj", [(1, 256, 0), (3, 200, 0), (33, 100, 0), (2, 260, 70),
+                                        (16, 130, 67)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_matches_nn_lstm_at_threaded_sizes(B_, H_, proj, bidirectional):
+    """Sizes where the time loop runs on a team of threads (slices of hidden units with
+    SIMD tails), batches of 1-4 on the dot-product loop, and packed weights."""
+    kw = dict(input_size=9, hidden_size=H_, proj_size=proj, bidirectional=bidirectional,
+              num_layers=2, dtype=torch.float64)
+    ref, ours = twin_lstms(**kw)
+    x = randn(70, B_, 9, requires_grad=True)
+    (o1, (h1, c1)), (o2, (h2, c2)) = ref(x), ours(x)
+    for a, e in ((o2, o1), (h2, h1), (c2, c1)):
+        assert_close(a, e, torch.float64)
+    g = randn(*o1.shape)
+    g1 = torch.autograd.grad((o1 * g).sum() + c1.sum(), [x] + list(ref.parameters()))
+    g2 = torch.autograd.grad((o2 * g).sum() + c2.sum(), [x] + list(ours.parameters()))
+    for a, e in zip(g2, g1):
+        assert_close(a, e, torch.float64)
+    with torch.no_grad():  # the inference op at the same sizes
+        assert_close(ours(x)[0], o1.detach(), torch.float64)
+    lengths = torch.randint(1, 71, (B_,))
+    lengths[0] = 70
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x.detach().float().double(), lengths,
+                                                     enforce_sorted=False)
+    assert_close(ours(packed)[0].data, ref(packed)[0].data, torch.float64)
+
+
+@pytest.mark.parametrize("B_,H_", [(1, 256), (32, 256)])
+def test_float32_matches_nn_lstm_at_threaded_sizes(B_, H_):
+    ref, ours = twin_lstms(input_size=64, hidden_size=H_)
+    x = randn(100, B_, 64, dtype=torch.float32, requires_grad=True)
+    o1, _ = ref(x)
+    o2, _ = ours(x)
+    torch.testing.assert_close(o2, o1, rtol=1e-4, atol=2e-5)
+    g1, = torch.autograd.grad(o1.sum(), x)
+    g2, = torch.autograd.grad(o2.sum(), x)
+    torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-4)
