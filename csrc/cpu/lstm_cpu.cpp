@@ -251,8 +251,9 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
   });
 }
 
-// The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry and
-// d h0 on return; dc likewise (grad_cn, then d c0).
+// The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry; d h0
+// ends in dh_a after an even number of steps, in dh_b after an odd one (the buffers
+// ping-pong). dc holds grad_cn on entry and d c0 on return.
 template <typename scalar_t>
 bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
                         Activation ract, const scalar_t* grad_out, const scalar_t* c0,
@@ -321,21 +322,6 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
       std::swap(dh, dh_nx);
     }
   });
-}
-
-template <typename scalar_t>
-void backward_loop(const LayerSizes& z, bool reverse, Activation act, Activation ract,
-                   const scalar_t* grad_out, const scalar_t* c0, const scalar_t* w_hh,
-                   const scalar_t* w_hr, const bool* mask, const scalar_t* gates,
-                   const scalar_t* cs, scalar_t* dgates, scalar_t* dh_a, scalar_t* dh_b,
-                   scalar_t* dc, scalar_t* dh_all, scalar_t* r_all, scalar_t* dr_ws) {
-  const int nt = threads_for(z);
-  if (!backward_loop_team(nt, z, reverse, act, ract, grad_out, c0, w_hh, w_hr, mask, gates, cs,
-                          dgates, dh_a, dh_b, dc, dh_all, r_all, dr_ws))
-    backward_loop_team(1, z, reverse, act, ract, grad_out, c0, w_hh, w_hr, mask, gates, cs,
-                       dgates, dh_a, dh_b, dc, dh_all, r_all, dr_ws);
-  // after T swaps the last dh_prev sits in dh_b when T is odd
-  if (z.T % 2 == 1) std::memcpy(dh_a, dh_b, z.B * z.Hout * sizeof(scalar_t));
 }
 
 }  // namespace
@@ -459,20 +445,22 @@ layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
     const auto cs = cs_.contiguous();
     const auto c0 = c0_.contiguous();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_layer_backward_cpu", [&] {
-      backward_loop<scalar_t>(
-          z, reverse, static_cast<Activation>(activation),
-          static_cast<Activation>(recurrent_activation), grad_out.data_ptr<scalar_t>(),
-          c0.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
-          z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
-          mask.defined() ? mask.data_ptr<bool>() : nullptr, gates.data_ptr<scalar_t>(),
-          cs.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
-          dh_tmp.data_ptr<scalar_t>(), dc0.data_ptr<scalar_t>(),
-          z.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
-          z.proj ? r_all.data_ptr<scalar_t>() : nullptr,
-          z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr);
+      auto run = [&](int nt) {
+        return backward_loop_team<scalar_t>(
+            nt, z, reverse, static_cast<Activation>(activation),
+            static_cast<Activation>(recurrent_activation), grad_out.data_ptr<scalar_t>(),
+            c0.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+            z.proj ? w_hr.data_ptr<scalar_t>() : nullptr,
+            mask.defined() ? mask.data_ptr<bool>() : nullptr, gates.data_ptr<scalar_t>(),
+            cs.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
+            dh_tmp.data_ptr<scalar_t>(), dc0.data_ptr<scalar_t>(),
+            z.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
+            z.proj ? r_all.data_ptr<scalar_t>() : nullptr,
+            z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr);
+      };
+      if (!run(threads_for(z))) run(1);
     });
-  } else {
-    dgates.zero_();
+    if (T % 2 == 1) dh0.copy_(dh_tmp);  // after T swaps the last dh_prev sits in dh_tmp
   }
 
   // Weight and input gradients: a few large GEMMs over all T*B rows.
