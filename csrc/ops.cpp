@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cuda/launch_plan.h"
 #include "gate_math.h"
 
 TORCH_LIBRARY(torchlstm, m) {
@@ -65,6 +66,50 @@ static bool cuda_build() {
 #endif
 }
 
+// launch_plan.h's choice for given sizes and device limits, as a dict (tests check the
+// CUDA launch logic on the CPU with it; the benchmark reports it).
+static pybind11::dict persistent_plan(int64_t B, int64_t H, bool proj, int64_t elem,
+                                      int64_t acc_elem, int sm_count, int64_t smem_per_block,
+                                      int max_threads_per_block) {
+  const auto p = torchlstm::cuda_plan::plan_persistent(
+      B, H, proj, elem, acc_elem, {sm_count, smem_per_block, max_threads_per_block});
+  pybind11::dict d;
+  d["ok"] = p.ok;
+  d["why"] = std::string(p.why);
+  d["units_per_block"] = p.units_per_block;
+  d["blocks"] = p.blocks;
+  d["threads"] = p.threads;
+  d["smem_bytes"] = p.smem_bytes;
+  d["max_batch"] = p.max_batch;
+  return d;
+}
+
+static void set_cuda_forward_path(const std::string& path) {
+  using torchlstm::cuda_plan::ForwardPath;
+  ForwardPath p;
+  if (path == "auto") p = ForwardPath::AUTO;
+  else if (path == "gemm") p = ForwardPath::GEMM;
+  else if (path == "persistent") p = ForwardPath::PERSISTENT;
+  else throw pybind11::value_error("path must be 'auto', 'gemm' or 'persistent', got '" + path + "'");
+  torchlstm::cuda_plan::forced_forward_path().store(static_cast<int>(p));
+}
+
+static std::string cuda_forward_path() {
+  switch (torchlstm::cuda_plan::forced_forward_path().load()) {
+    case 1: return "gemm";
+    case 2: return "persistent";
+    default: return "auto";
+  }
+}
+
+static std::string last_cuda_forward_path() {
+  switch (torchlstm::cuda_plan::last_forward_path().load()) {
+    case 1: return "gemm";
+    case 2: return "persistent";
+    default: return "none";
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "torchlstm kernels; the ops are torch.ops.torchlstm.*";
   m.def("activation_table", &activation_table,
@@ -74,4 +119,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_packed_gemm", &torchlstm::cpu::has_packed_gemm,
         "whether float32 recurrent weights are packed once per sequence (MKL packed GEMM)");
   m.def("cuda_build", &cuda_build, "whether this build was compiled and linked with the CUDA toolkit");
+  m.def("persistent_plan", &persistent_plan, "the CUDA persistent kernel's launch plan (launch_plan.h)",
+        pybind11::arg("B"), pybind11::arg("H"), pybind11::arg("proj"), pybind11::arg("elem"),
+        pybind11::arg("acc_elem"), pybind11::arg("sm_count"), pybind11::arg("smem_per_block"),
+        pybind11::arg("max_threads_per_block"));
+  m.def("set_cuda_forward_path", &set_cuda_forward_path,
+        "'auto' (default), 'gemm' or 'persistent': which CUDA forward path layer ops take");
+  m.def("cuda_forward_path", &cuda_forward_path, "the CUDA forward path setting");
+  m.def("last_cuda_forward_path", &last_cuda_forward_path,
+        "which CUDA forward path the last layer op ran: 'gemm', 'persistent' or 'none'");
 }
