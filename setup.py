@@ -57,6 +57,35 @@ def _cpu_flags():
     return []
 
 
+def _wheel_cuda_includes():
+    """include/ folders of the nvidia-* wheels torch was installed with."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    found = []
+    for root in spec.submodule_search_locations:
+        for inc in sorted(glob.glob(os.path.join(root, "*", "include"))):
+            if os.path.exists(os.path.join(inc, "cublas_v2.h")) or os.path.exists(
+                    os.path.join(inc, "cusparse.h")):
+                found.append(inc)
+    return found
+
+
+def _cublas_link_args():
+    """Linker flags for cuBLAS (the CUDA time loops call it directly): the toolkit's, else
+    the one in torch's nvidia wheel, which torch itself has loaded by then."""
+    if os.path.exists(os.path.join(_cuda_home, "lib64", "libcublas.so")):
+        return ["-L" + os.path.join(_cuda_home, "lib64"), "-lcublas"]
+    for inc in _wheel_cuda_includes():
+        lib = os.path.join(os.path.dirname(inc), "lib")
+        names = sorted(glob.glob(os.path.join(lib, "libcublas.so*")))
+        if names:
+            return ["-L" + lib, "-l:" + os.path.basename(names[0]), "-Wl,-rpath," + lib]
+    return ["-lcublas"]
+
+
 def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
@@ -73,7 +102,14 @@ def extension():
                             extra_link_args=link_flags)
     cu = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
     arch = os.environ.get("TORCHLSTM_CUDA_ARCHS", "80;90")
-    nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
+    # No --use_fast_math: the activations are checked against Keras and float64
+    # references, and fast-math's approximate exp/division would loosen that.
+    nvcc_flags = ["-O3", "-lineinfo"]
+    # The CUDA library headers ATen's CUDA headers include (cublas_v2.h, cusparse.h, ...)
+    # come with torch's wheel (nvidia/cu*/include) where the toolkit lacks them; searched
+    # after the toolkit's own (-isystem comes after every -I).
+    for inc in _wheel_cuda_includes():
+        nvcc_flags += ["-isystem", inc]
     for a in arch.split(";"):
         nvcc_flags += [f"-gencode=arch=compute_{a},code=sm_{a}"]
     # embed PTX of the newest arch so later GPUs can JIT it
@@ -86,7 +122,7 @@ def extension():
         cpp + cu,
         define_macros=[("TORCHLSTM_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-        extra_link_args=link_flags,
+        extra_link_args=link_flags + _cublas_link_args(),
     )
 
 

@@ -39,8 +39,12 @@ LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::T
                             int64_t recurrent_activation) {
   TORCH_CHECK_VALUE(input.dim() == 3, op, ": input must be 3-D (seq_len, batch, input_size), got ",
                     input.dim(), "-D with shape ", input.sizes());
-  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-                   op, ": input must be float32 or float64, got ", input.scalar_type());
+  const auto dtype = input.scalar_type();
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || (half && input.is_cuda()), op,
+                   ": input must be float32 or float64",
+                   input.is_cuda() ? ", float16 or bfloat16" : " on CPU (float16 and bfloat16 run on CUDA)",
+                   ", got ", dtype);
   TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
                     ": w_ih must have shape (4*hidden_size, input_size), got ", w_ih.sizes());
   TORCH_CHECK_VALUE(!w_hr.has_value() || w_hr->dim() == 2, op,

@@ -16,6 +16,15 @@ def test_op_has_cpu_kernel(name):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torchlstm::{name}", "CPU")
 
 
+@pytest.mark.parametrize("name", OPS)
+def test_op_has_cuda_kernel(name):
+    # Every op has a CUDA kernel wherever the extension was built with CUDA (always in CI:
+    # test_cuda_build_path_taken), whether or not a GPU is present.
+    if not _C.cuda_build():
+        pytest.skip("CPU-only build (no nvcc or a CPU-only torch); CI requires the CUDA build")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torchlstm::{name}", "CUDA")
+
+
 def test_ops_are_the_whole_library():
     registered = {n.split("::")[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names()
                   if n.startswith("torchlstm::")}
@@ -27,6 +36,8 @@ def test_ops_are_the_whole_library():
 def test_cuda_build_path_taken():
     assert torch.version.cuda is not None, "CI must use a CUDA build of torch, not a CPU-only pin"
     assert _C.cuda_build(), "nvcc is present but the extension was built CPU-only"
+    for name in OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torchlstm::{name}", "CUDA"), name
 
 
 def test_cpu_time_loop_calls_blas_directly():

@@ -13,6 +13,12 @@ from . import _C  # noqa: F401  (loading the library registers torch.ops.torchls
 ops = torch.ops.torchlstm
 
 
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels keep cell states in (and save them for backward in): float32
+    for float16/bfloat16 inputs (CUDA), else the input's own."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 # --------------------------------------------------------------------------- fake kernels
 # Every real kernel returns fresh contiguous tensors, so the fakes do too (new_empty with
 # a shape, never empty_like, which would copy an input's strides).
@@ -24,7 +30,7 @@ def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
     H = w_ih.shape[0] // 4
     Hout = w_hr.shape[0] if w_hr is not None else H
     return (input.new_empty(T, B, Hout), input.new_empty(B, Hout), input.new_empty(B, H),
-            input.new_empty(T, B, 4 * H), input.new_empty(T, B, H))
+            input.new_empty(T, B, 4 * H), input.new_empty(T, B, H, dtype=acc_dtype(input.dtype)))
 
 
 @torch.library.register_fake("torchlstm::layer_inference")

@@ -1,0 +1,75 @@
+// cublas_gemm.h — the per-step GEMMs of the CUDA time loops, straight to cuBLAS.
+//
+// ATen's at::cuda::blas::gemm is not exported from libtorch_cuda, and at::mm per step
+// would add a dispatcher round-trip and an allocation to every step; so the loops call
+// cuBLAS themselves, on torch's handle for the current stream (which carries torch's
+// workspace), with torch's float32 setting (TF32 only where torch.backends.cuda.matmul
+// allows it). float16/bfloat16 accumulate in float32.
+#pragma once
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cublas_v2.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace torchlstm {
+namespace cuda {
+
+inline void check_cublas(cublasStatus_t s, const char* what) {
+  TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "torchlstm: ", what, " failed with cuBLAS status ",
+              static_cast<int>(s));
+}
+
+template <typename T>
+struct CublasType;
+template <>
+struct CublasType<float> {
+  static constexpr cudaDataType_t value = CUDA_R_32F;
+};
+template <>
+struct CublasType<double> {
+  static constexpr cudaDataType_t value = CUDA_R_64F;
+};
+template <>
+struct CublasType<c10::Half> {
+  static constexpr cudaDataType_t value = CUDA_R_16F;
+};
+template <>
+struct CublasType<c10::BFloat16> {
+  static constexpr cudaDataType_t value = CUDA_R_16BF;
+};
+
+// Row-major C (M x N) = op(A) op(B) + beta C, op(A) M x K, op(B) K x N, leading dimensions
+// (row strides) lda, ldb, ldc. cuBLAS is column-major: it computes C^T = op(B)^T op(A)^T,
+// so the operands swap.
+template <typename scalar_t>
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const scalar_t* A,
+             int64_t lda, const scalar_t* B, int64_t ldb, float beta, scalar_t* C, int64_t ldc) {
+  cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+  const cublasOperation_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    const double one = 1, b = beta;
+    check_cublas(cublasDgemm(handle, ta, tb, m, n, k, &one, B, static_cast<int>(ldb), A,
+                             static_cast<int>(lda), &b, C, static_cast<int>(ldc)),
+                 "cublasDgemm");
+  } else {
+    const float one = 1, b = beta;
+    cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+    if (std::is_same_v<scalar_t, float> && at::globalContext().allowTF32CuBLAS())
+      compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+    constexpr cudaDataType_t dt = CublasType<scalar_t>::value;
+    check_cublas(cublasGemmEx(handle, ta, tb, m, n, k, &one, B, dt, static_cast<int>(ldb), A, dt,
+                              static_cast<int>(lda), &b, C, dt, static_cast<int>(ldc), compute,
+                              CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
+}
+
+}  // namespace cuda
+}  // namespace torchlstm

@@ -1,0 +1,146 @@
+// step_kernels.cuh — the fused element-wise kernels of the GEMM path, one launch per
+// time step each, one thread per (batch row, hidden unit).
+//
+// The maths is gate_math.h's cell_forward / cell_backward, the same functions the CPU
+// loop runs; here they run in acc_t (float for float16/bfloat16/float32, double for
+// float64) on values loaded from scalar_t storage. The cell state and its gradient stay
+// in acc_t from the first step to the last.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../gate_math.h"
+
+namespace torchlstm {
+namespace cuda {
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t load(const scalar_t* p, int64_t i) {
+  return static_cast<acc_t>(p[i]);
+}
+
+// Forward of step t. g holds x W_ih^T + h W_hh^T of the step (B, 4H): the two GEMMs
+// have written it; this kernel adds the biases and runs the gates and the cell update.
+template <typename scalar_t, typename acc_t>
+struct ForwardStep {
+  scalar_t* g;             // (B, 4H); with save, the pre-activations (biases added) go back here
+  const scalar_t* b_ih;    // (4H) or null
+  const scalar_t* b_hh;    // (4H) or null
+  acc_t* c;                // (B, H) the running cell state: c_{t-1} in, c_t out
+  const scalar_t* h_prev;  // (B, H) h_{t-1}, carried at masked steps (no projection)
+  scalar_t* r;             // (B, H) o * act(c): h_t itself, or the projection's input
+  acc_t* c_save;           // (B, H) cs[t] for backward, or null
+  const bool* mask;        // (B) mask[t], or null
+  int64_t B, H;
+  bool save, proj;
+  Activation act, ract;
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void forward_step_kernel(ForwardStep<scalar_t, acc_t> a) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= a.B * a.H) return;
+  const int64_t b = idx / a.H, j = idx - b * a.H, H = a.H;
+  scalar_t* g = a.g + b * 4 * H + j;
+  if (a.mask && !a.mask[b]) {  // masked step: h and c carry over
+    a.r[idx] = a.proj ? scalar_t(0) : a.h_prev[idx];  // with a projection: fixed after it
+    if (a.c_save) a.c_save[idx] = a.c[idx];
+    if (a.save)
+      for (int q = 0; q < 4; ++q) g[q * H] = scalar_t(0);  // never read; defined all the same
+    return;
+  }
+  acc_t v[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    v[q] = load<scalar_t, acc_t>(g, q * H);
+    if (a.b_ih) v[q] += load<scalar_t, acc_t>(a.b_ih, q * H + j);
+    if (a.b_hh) v[q] += load<scalar_t, acc_t>(a.b_hh, q * H + j);
+    if (a.save) g[q * H] = static_cast<scalar_t>(v[q]);
+  }
+  const auto o = cell_forward<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3], a.c[idx]);
+  a.c[idx] = o.c;
+  a.r[idx] = static_cast<scalar_t>(o.r);
+  if (a.c_save) a.c_save[idx] = o.c;
+}
+
+// With a projection and a mask: out[t] rows of masked batch entries get h_{t-1} back
+// after the projection GEMM wrote them. One thread per (b, k < Hout).
+template <typename scalar_t>
+__global__ void carry_masked_rows_kernel(scalar_t* out, const scalar_t* h_prev, const bool* mask,
+                                         int64_t B, int64_t Hout) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= B * Hout) return;
+  if (!mask[idx / Hout]) out[idx] = h_prev[idx];
+}
+
+// dst = a + b (either may be null: zero). With a projection, the total gradient reaching
+// h_t (from the output and from step t+1), kept for dW_hr.
+template <typename scalar_t, typename acc_t>
+__global__ void add_kernel(scalar_t* dst, const scalar_t* a, const scalar_t* b, int64_t n) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n) return;
+  acc_t s = 0;
+  if (a) s += load<scalar_t, acc_t>(a, idx);
+  if (b) s += load<scalar_t, acc_t>(b, idx);
+  dst[idx] = static_cast<scalar_t>(s);
+}
+
+// Backward of step t: the gate gradients dgates[t] and dc carried to t-1. The GEMM
+// dh_{t-1} = dgates[t] W_hh follows it.
+template <typename scalar_t, typename acc_t>
+struct BackwardStep {
+  const scalar_t* g;       // (B, 4H) saved pre-activations of step t
+  const acc_t* c_prev;     // (B, H) c_{t-1}
+  const acc_t* c;          // (B, H) c_t
+  const scalar_t* go;      // (B, H) grad_output[t] or null (no projection)
+  const scalar_t* dh;      // (B, Hout) without projection: the gradient reaching h_t from
+                           // step t+1; with one: the total gradient of h_t (dh_all[t])
+  const scalar_t* dr;      // (B, H) with a projection: dh_all[t] W_hr; else null
+  acc_t* dc;               // (B, H) dc_t in, dc_{t-1} out
+  scalar_t* dg;            // (B, 4H) out
+  scalar_t* r_save;        // (B, H) with a projection: o * act(c) for dW_hr; else null
+  scalar_t* dh_prev;       // (B, Hout) with a mask: masked rows get the total dh (h was
+                           // carried), others 0, and the GEMM adds onto it; else null
+  const bool* mask;        // (B) or null
+  int64_t B, H, Hout;
+  bool proj;
+  Activation act, ract;
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void backward_step_kernel(BackwardStep<scalar_t, acc_t> a) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= a.B * a.H) return;
+  const int64_t H = a.H, b = idx / H, j = idx - b * H;
+  const bool masked = a.mask && !a.mask[b];
+  acc_t dh_total = 0;  // gradient reaching h_t, for unit j < Hout
+  if (j < a.Hout) {
+    const int64_t k = b * a.Hout + j;
+    dh_total = load<scalar_t, acc_t>(a.dh, k);
+    if (!a.proj && a.go) dh_total += load<scalar_t, acc_t>(a.go, k);
+    if (a.dh_prev) a.dh_prev[k] = masked ? static_cast<scalar_t>(dh_total) : scalar_t(0);
+  }
+  scalar_t* dg = a.dg + b * 4 * H + j;
+  if (masked) {  // nothing computed at this step: no gate gradient, dc passes through
+    for (int q = 0; q < 4; ++q) dg[q * H] = scalar_t(0);
+    if (a.r_save) a.r_save[idx] = scalar_t(0);
+    return;
+  }
+  const acc_t dr = a.proj ? load<scalar_t, acc_t>(a.dr, idx) : dh_total;
+  const scalar_t* g = a.g + b * 4 * H + j;
+  const auto o = cell_backward<acc_t>(a.act, a.ract, load<scalar_t, acc_t>(g, 0),
+                                      load<scalar_t, acc_t>(g, H), load<scalar_t, acc_t>(g, 2 * H),
+                                      load<scalar_t, acc_t>(g, 3 * H), a.c_prev[idx], a.c[idx], dr,
+                                      a.dc[idx]);
+  dg[0] = static_cast<scalar_t>(o.d_i);
+  dg[H] = static_cast<scalar_t>(o.d_f);
+  dg[2 * H] = static_cast<scalar_t>(o.d_g);
+  dg[3 * H] = static_cast<scalar_t>(o.d_o);
+  a.dc[idx] = o.dc_prev;
+  if (a.r_save) a.r_save[idx] = static_cast<scalar_t>(o.r);
+}
+
+}  // namespace cuda
+}  // namespace torchlstm

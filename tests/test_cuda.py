@@ -1,0 +1,351 @@
+"""The CUDA kernels (csrc/cuda/) against cuDNN's nn.LSTM, the CPU kernels and float64
+references. Skipped where no GPU is present: there the kernels are still compiled and
+registered (test_build.py) and their launch logic checked (test_cuda_plan.py);
+bench/gpu_check.sh runs this file on a lent GPU.
+
+Every test runs with TF32 off and with torch.empty NaN-filled (deterministic mode's
+fill_uninitialized_memory), so an output element a kernel forgets to write is a NaN in
+the comparison. Inputs are random, never zeros."""
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import torchlstm
+from torchlstm import _C, activations
+from conftest import randn, twin_lstms
+from test_ops import layer_args, random_mask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+ops = torch.ops.torchlstm
+I, H, P, T, B = 5, 12, 4, 9, 5
+
+
+@pytest.fixture(autouse=True)
+def _float32_exact_and_outputs_poisoned():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[4]
+        _C.set_cuda_forward_path("auto")
+
+
+def rel_err(actual, expected):
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
+    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
+
+
+# ‖out − ref‖ / ‖ref‖ against a float64 reference, per dtype (outputs, gradients).
+REL_TOL = {torch.float64: (1e-12, 1e-11), torch.float32: (1e-5, 1e-4),
+           torch.float16: (5e-3, 2e-2), torch.bfloat16: (3e-2, 8e-2)}
+
+
+def to(args, device, dtype=None):
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            t = a.detach().to(device)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            out.append(t.requires_grad_(a.requires_grad and t.is_floating_point()))
+        else:
+            out.append(a)
+    return out
+
+
+def forward_and_grads(args, seed=0):
+    """layer_forward, then the gradients of a random projection of (out, h_n, c_n)."""
+    out, h, c, gates, cs = ops.layer_forward(*args)
+    gen = torch.Generator().manual_seed(seed)
+    w = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in (out, h, c)]
+    loss = (out * w[0]).sum() + (h * w[1]).sum() + (c * w[2]).sum()
+    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    return (out, h, c, gates, cs), torch.autograd.grad(loss, wrt)
+
+
+def set_path(path):
+    _C.set_cuda_forward_path(path)
+
+
+# ------------------------------------------------------------------ vs the CPU kernels
+CASES = list(itertools.product([False, True], [False, True], [False, True], [False, True]))
+
+
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+@pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
+def test_layer_matches_cpu_float64(path, proj, bias, masked, reverse):
+    if proj and path == "persistent":
+        pytest.skip("the persistent kernel has no projection (launch_plan.h)")
+    args = layer_args(proj, bias, random_mask() if masked else None, reverse)
+    (cpu, gcpu) = forward_and_grads(args)
+    set_path(path)
+    (gpu, ggpu) = forward_and_grads(to(args, "cuda"))
+    assert _C.last_cuda_forward_path() == path
+    for name, a, e in zip(["out", "h_n", "c_n", "gates", "cs"], gpu, cpu):
+        assert a.dtype == e.dtype and a.shape == e.shape, name
+        assert rel_err(a, e) < 1e-12, name  # gates of masked steps: zero on both
+    for k, (a, e) in enumerate(zip(ggpu, gcpu)):
+        assert rel_err(a, e) < 1e-11, f"grad {k}"
+
+
+@pytest.mark.parametrize("act,ract", [(a, "sigmoid") for a in activations.FUSED]
+                         + [("tanh", r) for r in activations.FUSED])
+def test_every_activation_matches_cpu(act, ract):
+    scale = 0.3 if act in ("relu", "linear", "exponential", "relu6", "elu", "selu", "celu",
+                           "softplus", "squareplus", "sparse_plus", "silu", "gelu", "mish",
+                           "leaky_relu") else 1.0
+    args = layer_args(act=act, ract=ract, scale=scale)
+    cpu, gcpu = forward_and_grads(args)
+    gpu, ggpu = forward_and_grads(to(args, "cuda"))
+    for a, e in zip(gpu[:3] + tuple(ggpu), cpu[:3] + tuple(gcpu)):
+        assert rel_err(a, e) < 1e-11
+
+
+# ------------------------------------------------------------------ the two forward paths
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("Bn", [1, 3, 16])
+@pytest.mark.parametrize("masked,reverse", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("ract", ["sigmoid", "hard_sigmoid"])
+def test_persistent_and_gemm_paths_agree(dtype, Bn, masked, reverse, ract):
+    if dtype == torch.float64 and Bn > 8:
+        pytest.skip("float64 persistent kernel: batch <= 8")
+    args = to(layer_args(mask=random_mask(T=T, B=Bn) if masked else None, reverse=reverse,
+                         ract=ract, B=Bn, requires_grad=False), "cuda", dtype)
+    results = {}
+    for path in ("gemm", "persistent"):
+        set_path(path)
+        for op in ("layer_forward", "layer_inference"):
+            results[path, op] = getattr(ops, op)(*args)
+            assert _C.last_cuda_forward_path() == path
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
+    for op in ("layer_forward", "layer_inference"):
+        for a, e in zip(results["persistent", op], results["gemm", op]):
+            assert a.dtype == e.dtype and a.shape == e.shape
+            assert rel_err(a, e) < tol, op
+    for a, e in zip(results["persistent", "layer_inference"], results["persistent", "layer_forward"]):
+        assert torch.equal(a, e)  # inference = training forward, bit for bit
+
+
+def test_automatic_path_choice():
+    x = randn(50, 4, 32, dtype=torch.float32).cuda()
+    lstm = torchlstm.LSTM(32, 64).cuda()
+    with torch.no_grad():
+        lstm(x)
+        assert _C.last_cuda_forward_path() == "persistent"       # small batch, no projection
+        torchlstm.LSTM(32, 64, proj_size=16).cuda()(x)
+        assert _C.last_cuda_forward_path() == "gemm"             # projection
+        lstm(randn(50, 64, 32, dtype=torch.float32).cuda())
+        assert _C.last_cuda_forward_path() == "gemm"             # batch 64
+
+
+def test_long_sequence_is_race_free():
+    """Many grid barriers in a row: the persistent path matches cuDNN over 1000 steps and
+    gives bit-identical results run after run (a missing barrier shows as a moving error)."""
+    ref, ours = twin_lstms(input_size=64, hidden_size=256)
+    ref, ours = ref.cuda(), ours.cuda()
+    x = randn(1000, 16, 64, dtype=torch.float32).cuda()
+    with torch.no_grad():
+        runs = [ours(x) for _ in range(3)]
+        assert _C.last_cuda_forward_path() == "persistent"
+        expected = ref(x)
+    for out, (h, c) in runs[1:]:
+        assert torch.equal(out, runs[0][0]) and torch.equal(h, runs[0][1][0])
+    assert rel_err(runs[0][0], expected[0]) < 1e-4
+    assert rel_err(runs[0][1][1], expected[1][1]) < 1e-4
+
+
+# ------------------------------------------------------------------ vs cuDNN (nn.LSTM)
+GRID = list(itertools.product([1, 2], [False, True], [False, True], [0, P], [True, False]))
+
+
+def run_and_grad(model, x, hx, g):
+    out, (h, c) = model(x, hx)
+    loss = (out * g[0]).sum() + (h * g[1]).sum() + (c * g[2]).sum()
+    grads = torch.autograd.grad(loss, [x, *hx, *model.parameters()])
+    return (out, h, c), grads
+
+
+@pytest.mark.parametrize("path", ["auto", "gemm"])
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,proj_size,bias", GRID)
+def test_matches_cudnn(path, num_layers, bidirectional, batch_first, proj_size, bias):
+    ref, ours = twin_lstms(input_size=I, hidden_size=H, num_layers=num_layers, bias=bias,
+                           batch_first=batch_first, bidirectional=bidirectional,
+                           proj_size=proj_size)
+    ref, ours = ref.cuda(), ours.cuda()
+    D, Hout = 2 if bidirectional else 1, proj_size or H
+    x = randn(*((B, T, I) if batch_first else (T, B, I)), dtype=torch.float32).cuda()
+    x.requires_grad_()
+    hx = tuple(randn(num_layers * D, B, n, dtype=torch.float32).cuda().requires_grad_()
+               for n in (Hout, H))
+    out_shape = (B, T, D * Hout) if batch_first else (T, B, D * Hout)
+    g = [randn(*s, dtype=torch.float32).cuda()
+         for s in (out_shape, (num_layers * D, B, Hout), (num_layers * D, B, H))]
+    set_path(path)
+    (o1, g1), (o2, g2) = run_and_grad(ref, x, hx, g), run_and_grad(ours, x, hx, g)
+    for a, e in zip(o2 + g2, o1 + g1):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("path", ["auto", "gemm"])
+@pytest.mark.parametrize("proj_size", [0, P])
+def test_reduced_precision_vs_float64(dtype, path, proj_size):
+    """float16/bfloat16 (cell state and accumulation in float32) against the float64 CPU
+    kernels with the same weights: outputs, states and every gradient."""
+    torch.manual_seed(0)
+    ref = torchlstm.LSTM(16, 32, num_layers=2, bidirectional=True, proj_size=proj_size,
+                         dtype=torch.float64)
+    ours = torchlstm.LSTM(16, 32, num_layers=2, bidirectional=True, proj_size=proj_size)
+    ours.load_state_dict(ref.state_dict())
+    ours = ours.to("cuda", dtype)
+    x64 = randn(20, 8, 16, requires_grad=True)
+    x = x64.detach().to("cuda", dtype).requires_grad_()
+    set_path(path)
+    out, (h, c) = ours(x)
+    out64, (h64, c64) = ref(x64)
+    assert out.dtype == h.dtype == c.dtype == dtype
+    g = [randn(*t.shape) for t in (out64, h64, c64)]
+    grads = torch.autograd.grad((out * g[0].to(out)).sum() + (h * g[1].to(h)).sum()
+                                + (c * g[2].to(c)).sum(), [x, *ours.parameters()])
+    grads64 = torch.autograd.grad((out64 * g[0]).sum() + (h64 * g[1]).sum() + (c64 * g[2]).sum(),
+                                  [x64, *ref.parameters()])
+    tol_out, tol_grad = REL_TOL[dtype]
+    for name, a, e in zip(["output", "h_n", "c_n"], (out, h, c), (out64, h64, c64)):
+        assert rel_err(a, e) < tol_out, name
+    for a, e in zip(grads, grads64):
+        assert a.dtype == dtype
+        assert rel_err(a, e) < tol_grad
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_packed_sequence_matches_cudnn(enforce_sorted):
+    ref, ours = twin_lstms(input_size=I, hidden_size=H, num_layers=2, bidirectional=True)
+    ref, ours = ref.cuda(), ours.cuda()
+    lengths = torch.tensor([9, 9, 7, 3, 1]) if enforce_sorted else torch.tensor([3, 9, 1, 7, 2])
+    padded = randn(9, 5, I, dtype=torch.float32).cuda()
+    packed = pack_padded_sequence(padded, lengths, enforce_sorted=enforce_sorted)
+    (o1, (h1, c1)), (o2, (h2, c2)) = ref(packed), ours(packed)
+    torch.testing.assert_close(o2.data, o1.data, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h2, h1, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(c2, c1, rtol=1e-4, atol=1e-5)
+    assert torch.equal(pad_packed_sequence(o2)[1], lengths)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_matches_nn_lstmcell(bias):
+    torch.manual_seed(0)
+    ref = torch.nn.LSTMCell(I, H, bias=bias).cuda()
+    ours = torchlstm.LSTMCell(I, H, bias=bias).cuda()
+    ours.load_state_dict(ref.state_dict())
+    x = randn(B, I, dtype=torch.float32).cuda().requires_grad_()
+    hx = tuple(randn(B, H, dtype=torch.float32).cuda().requires_grad_() for _ in range(2))
+    (h1, c1), (h2, c2) = ref(x, hx), ours(x, hx)
+    g1 = torch.autograd.grad(h1.sum() + c1.pow(2).sum(), [x, *hx, *ref.parameters()])
+    g2 = torch.autograd.grad(h2.sum() + c2.pow(2).sum(), [x, *hx, *ours.parameters()])
+    for a, e in zip((h2, c2) + g2, (h1, c1) + g1):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the op contract on CUDA
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+@pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (False, True, True),
+                                                 (True, True, False)])
+def test_gradcheck_cuda(path, proj, masked, reverse):
+    if proj and path == "persistent":
+        pytest.skip("the persistent kernel has no projection")
+    args = to(layer_args(proj, True, random_mask() if masked else None, reverse), "cuda")
+    set_path(path)
+
+    def f(*a):
+        return ops.layer_forward(*a)[:3]
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("proj,masked", [(False, False), (True, True)])
+def test_opcheck_cuda(dtype, proj, masked):
+    args = to(layer_args(proj=proj, mask=random_mask() if masked else None), "cuda", dtype)
+    torch.library.opcheck(ops.layer_forward, args)
+    torch.library.opcheck(ops.layer_inference, args)
+    with torch.no_grad():
+        out, h, c, gates, cs = ops.layer_forward(*args)
+    assert cs.dtype == torch.float32  # cell states kept (and saved) in float32
+    det = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    bw = (torch.randn_like(out), torch.randn_like(h), torch.randn_like(c), *det[:5],
+          det[7], det[8], out, gates, cs, False, 0, 1)
+    torch.library.opcheck(ops.layer_backward, bw)
+    cell = (det[0][0], *det[1:5], det[5], det[6], 0, 1)
+    if not proj:
+        torch.library.opcheck(ops.cell_forward, cell)
+        with torch.no_grad():
+            h1, c1, g1 = ops.cell_forward(*cell)
+        torch.library.opcheck(ops.cell_backward, (torch.randn_like(h1), torch.randn_like(c1),
+                                                  *det[:5], h1, c1, g1, 0, 1))
+
+
+def test_compile_fullgraph_cuda():
+    torch._dynamo.reset()
+    lstm = torchlstm.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True).cuda()
+    x = randn(B, T, I, dtype=torch.float32).cuda().requires_grad_()
+
+    def f(x):
+        y, (h, c) = lstm(x)
+        return y.sum() + h.pow(2).sum() + c.sum()
+    eager = f(x)
+    ge = torch.autograd.grad(eager, [x, *lstm.parameters()])
+    compiled = torch.compile(f, fullgraph=True)
+    out = compiled(x)
+    gc = torch.autograd.grad(out, [x, *lstm.parameters()])
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    for a, e in zip(gc, ge):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast(dtype):
+    """Under torch.autocast the LSTM runs in the autocast dtype, as cuDNN's nn.LSTM does;
+    the float32 parameters get float32 gradients."""
+    lstm = torchlstm.LSTM(I, H, num_layers=2).cuda()
+    ref = torch.nn.LSTM(I, H, num_layers=2).cuda()
+    ref.load_state_dict(lstm.state_dict())
+    x = randn(T, B, I, dtype=torch.float32).cuda()
+    with torch.autocast("cuda", dtype=dtype):
+        out, (h, c) = lstm(x)
+        out_ref, _ = ref(x)
+    assert out.dtype == dtype and out_ref.dtype == dtype
+    assert rel_err(out, lstm(x)[0]) < REL_TOL[dtype][0] * 4
+    grads = torch.autograd.grad(out.float().sum() + c.float().sum(), list(lstm.parameters()))
+    for g, p in zip(grads, lstm.parameters()):
+        assert g.dtype == p.dtype == torch.float32 and torch.isfinite(g).all()
+
+
+def test_errors_name_the_argument():
+    args = to(layer_args(), "cuda")
+    bad = list(args)
+    bad[1] = bad[1].cpu()
+    with pytest.raises(RuntimeError, match="h0 must be on the device of input"):
+        ops.layer_forward(*bad)
+    proj = to(layer_args(proj=True), "cuda")
+    set_path("persistent")
+    with pytest.raises(RuntimeError, match="persistent forward path was forced"):
+        ops.layer_forward(*proj)
+    set_path("auto")
+    args = to(layer_args(), "cuda", torch.float32)
+    fwd = ops.layer_forward(*args)
+    bad_cs = fwd[4].double()  # cell states of a float32 layer are float32
+    with pytest.raises(TypeError, match="cs must have dtype"):
+        ops.layer_backward(None, None, None, *[a.detach() for a in args[:5]], None, None, fwd[0],
+                           fwd[3], bad_cs, False, 0, 1)
