@@ -3,8 +3,11 @@ on CPU, cuDNN on GPU), the eager per-step loop people write for custom activatio
 torch.compile of that loop's step — in one process, timed samples alternated between the
 contenders, medians reported, with ratios.
 
-    python bench/bench.py [--quick] [--device cpu|cuda] [--repeats N] [--no-compile]
-                          [--out DIR]
+    python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
+                          [--repeats N] [--no-compile] [--out DIR]
+
+On CUDA the sizes are the GPU ones (GPU_CASES) in each --dtype (default float32 and
+bfloat16), and each row says which CUDA forward path torchlstm took (persistent or GEMM).
 
 ratio vs X = X's time / torchlstm's time: above 1 means torchlstm is faster.
 GFLOP/s counts the LSTM's matrix products: forward 8·H·(I+H)·B·T (plus 2·P·H·B·T with a
@@ -47,6 +50,17 @@ QUICK_CASES = [
     ("headline", 100, 32, 128, 256, {}),
     ("hard_sigmoid small", 20, 4, 32, 64, {"recurrent_activation": "hard_sigmoid"}),
 ]
+# The GPU sizes: pytorch's fastrnns default, a long small-batch sequence, and small batches
+# where the persistent kernel applies (issue 3).
+GPU_CASES = [
+    ("T=100 B=64 H=512", 100, 64, 512, 512, {}),
+    ("T=1024 B=16 H=768", 1024, 16, 768, 768, {}),
+    ("T=100 B=1 H=256", 100, 1, 256, 256, {}),
+    ("T=100 B=4 H=256", 100, 4, 256, 256, {}),
+    ("T=100 B=16 H=256", 100, 16, 256, 256, {}),
+    ("B=16 H=256 hard_sigmoid", 100, 16, 256, 256, {"recurrent_activation": "hard_sigmoid"}),
+]
+GPU_QUICK_CASES = [("T=100 B=16 H=256", 100, 16, 256, 256, {})]
 MODES = ("inference", "forward+backward")
 
 
@@ -124,20 +138,38 @@ def time_alternating(steps, repeats, min_time):
     return [statistics.median(s) for s in samples]
 
 
-def run_cases(args, device, peak):
+def cuda_path_of(model, x):
+    """Which CUDA forward path torchlstm takes for x ("" on the CPU)."""
+    if x.device.type != "cuda":
+        return ""
+    with torch.no_grad():
+        model(x)
+    torch.cuda.synchronize()
+    return torchlstm._C.last_cuda_forward_path()
+
+
+def run_cases(args, device, peaks):
     rows = []
-    cases = QUICK_CASES if args.quick else CASES
+    if device.type == "cuda":
+        cases = GPU_QUICK_CASES if args.quick else GPU_CASES
+    else:
+        cases = QUICK_CASES if args.quick else CASES
+    dtypes = args.dtype
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.1
-    bar = tqdm(total=len(cases) * len(MODES), desc="benchmark", unit="case", file=sys.stderr)
-    for name, T, B, I, H, kw in cases:
+    bar = tqdm(total=len(cases) * len(MODES) * len(dtypes), desc="benchmark", unit="case",
+               file=sys.stderr)
+    for (name, T, B, I, H, kw), dtype_name in ((c, d) for c in cases for d in dtypes):
+        dtype = getattr(torch, dtype_name)
+        peak = peaks[dtype_name]
         torch.manual_seed(0)
-        ours = torchlstm.LSTM(I, H, **kw).to(device)
-        x = torch.randn(T, B, I, device=device, requires_grad=True)
+        ours = torchlstm.LSTM(I, H, **kw).to(device, dtype)
+        x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
+        path = cuda_path_of(ours, x)
         contenders = {"torchlstm": ours}
         nn_kw = {k: v for k, v in kw.items() if k == "proj_size"}
         if len(nn_kw) == len(kw):  # nn.LSTM computes this case
-            ref = torch.nn.LSTM(I, H, **nn_kw).to(device)
+            ref = torch.nn.LSTM(I, H, **nn_kw).to(device, dtype)
             ref.load_state_dict(ours.state_dict())
             contenders["nn.LSTM"] = ref
         contenders["eager loop"] = LoopLSTM(ours)
@@ -163,7 +195,8 @@ def run_cases(args, device, peak):
             times = dict(zip(labels, time_alternating(steps, repeats, min_time)))
             fl = flops(T, B, I, H, kw.get("proj_size", 0), mode)
             ours_t = times["torchlstm"]
-            row = dict(case=name, T=T, B=B, I=I, H=H, options=kw, mode=mode,
+            row = dict(case=name, T=T, B=B, I=I, H=H, options=kw, mode=mode, dtype=dtype_name,
+                       cuda_path=path,
                        ms={k: v * 1e3 for k, v in times.items()},
                        ratio={k: v / ours_t for k, v in times.items() if k != "torchlstm"},
                        gflops=fl / ours_t / 1e9, of_peak=fl / ours_t / 1e9 / peak)
@@ -181,16 +214,17 @@ def fmt_ratio(r, key):
 
 
 def table(rows, backend):
-    lines = [f"| case | mode | torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | vs eager loop | "
-             "vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    gpu = any(r.get("cuda_path") for r in rows)
+    extra_h, extra_s = (" dtype | path |", "---|---|") if gpu else ("", "")
+    lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
+             "vs eager loop | vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |",
+             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
-        lines.append(
-            f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | "
-            f"{ms['nn.LSTM']:.2f} | " if "nn.LSTM" in ms else
-            f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | n/a | ")
+        extra = f" {r['dtype']} | {r['cuda_path']} |" if gpu else ""
+        nn_ms = f"{ms['nn.LSTM']:.2f}" if "nn.LSTM" in ms else "n/a"
+        lines.append(f"| {r['case']} | {r['mode']} |{extra} {ms['torchlstm']:.2f} | {nn_ms} | ")
         lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
                       f"{100 * r['of_peak']:.0f}% | {mem} |")
@@ -203,7 +237,8 @@ def chart(rows, path, backend):
     import matplotlib.pyplot as plt
     baselines = [b for b in ("nn.LSTM", "eager loop", "compiled loop")
                  if any(b in r["ratio"] for r in rows)]
-    labels = [f"{r['case']}\n{r['mode']}" for r in rows]
+    multi = len({r.get("dtype") for r in rows}) > 1
+    labels = [f"{r['case']}\n{r['mode']}" + (f"\n{r['dtype']}" if multi else "") for r in rows]
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(rows)), 4.8))
     width = 0.8 / max(1, len(baselines))
     for k, b in enumerate(baselines):
@@ -226,25 +261,36 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", nargs="+", default=None,
+                   help="dtypes to run (default: float32 on CPU; float32 bfloat16 on CUDA)")
     p.add_argument("--quick", action="store_true", help="a short smoke run")
     p.add_argument("--repeats", type=int, default=0, help="timed samples per contender")
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled loop")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="where JSON and PNG go")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.dtype is None:
+        args.dtype = ["float32", "bfloat16"] if device.type == "cuda" else ["float32"]
+    for d in args.dtype:
+        if not isinstance(getattr(torch, d, None), torch.dtype):
+            p.error(f"--dtype: unknown dtype {d!r}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, both sides
+        torch.backends.cudnn.allow_tf32 = False
     backend = "cuDNN" if device.type == "cuda" else "oneDNN"
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"torchlstm benchmark: torch {torch.__version__}, {hw}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
-    peak = gemm_peak(device)
-    print(f"GEMM peak (float32): {peak:.0f} GFLOP/s", file=sys.stderr)
-    rows = run_cases(args, device, peak)
+    peaks = {d: gemm_peak(device, getattr(torch, d)) for d in args.dtype}
+    print("GEMM peak: " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
+          file=sys.stderr)
+    rows = run_cases(args, device, peaks)
     print("\n" + table(rows, backend))
     print("\nratio = baseline time / torchlstm time (medians of alternating repeats; > 1: "
           "torchlstm faster).\nmemory = bytes saved for backward, torchlstm / nn.LSTM.")
     os.makedirs(args.out, exist_ok=True)
     meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
-                threads=torch.get_num_threads(), gemm_peak_gflops=peak,
+                threads=torch.get_num_threads(), gemm_peak_gflops=peaks,
                 date=datetime.datetime.now().isoformat(timespec="seconds"),
                 cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
                 cpu_packed_gemm=torchlstm._C.cpu_packed_gemm())

@@ -14,7 +14,7 @@ def test_bench_quick_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| headline | inference |" in r.stdout
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["meta"]["torch"] and data["meta"]["gemm_peak_gflops"] > 0
+    assert data["meta"]["torch"] and data["meta"]["gemm_peak_gflops"]["float32"] > 0
     modes = {(row["case"], row["mode"]) for row in data["rows"]}
     assert ("headline", "forward+backward") in modes
     for row in data["rows"]:
