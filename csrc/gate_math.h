@@ -9,7 +9,8 @@
 //   c = f * c_prev + i * g
 //   r = o * act(c)            (h = r, or h = W_hr r with a projection)
 // where act is `activation` (default tanh) and ract is `recurrent_activation`
-// (default sigmoid), exactly as in Keras.
+// (default sigmoid), exactly as in Keras. With zoneout (the *_zoneout variants at the end)
+// c above is the candidate c~ and the state carried on is z c_prev + (1 - z) c~.
 #pragma once
 
 #include <cmath>
@@ -317,6 +318,49 @@ TL_HD CellBackward<T> cell_backward(Activation act, Activation ract, T a_i, T a_
   out.d_g = dc * i * activate_grad(act, a_g, g);
   out.d_o = dr * tc * activate_grad(ract, a_o, o);
   out.dc_prev = dc * f;
+  out.r = o * tc;
+  return out;
+}
+
+// Zoneout (Krueger et al. 2016): z * old + (1 - z) * fresh. z is 0 or 1 per element in
+// training (1 keeps the old value, exactly: old + 0 * fresh) and the rate in eval.
+template <typename T>
+TL_HD T zoneout_blend(T z, T old, T fresh) {
+  return z * old + (T(1) - z) * fresh;
+}
+
+// cell_forward with zoneout on c: the candidate state c~ = f * c_prev + i * g gives
+// r = o * act(c~) (h~, before any projection and before h's own zoneout), and the state
+// carried on is c = z_c * c_prev + (1 - z_c) * c~.
+template <typename T>
+TL_HD CellForward<T> cell_forward_zoneout(Activation act, Activation ract, T a_i, T a_f,
+                                          T a_g, T a_o, T c_prev, T z_c) {
+  CellForward<T> out = cell_forward(act, ract, a_i, a_f, a_g, a_o, c_prev);
+  out.c = zoneout_blend(z_c, c_prev, out.c);
+  return out;
+}
+
+// cell_backward with zoneout on c. The saved state c is the blended one, so c~ is
+// recomputed from the gates and c_prev (exactly as the forward computed it). dr is the
+// gradient reaching r = o * act(c~) (h's zoneout already applied by the caller) and
+// dc_next the gradient reaching the carried c. Then
+//   dc~ = (1 - z_c) dc_next + dr o act'(c~),   dc_prev = z_c dc_next + f dc~.
+template <typename T>
+TL_HD CellBackward<T> cell_backward_zoneout(Activation act, Activation ract, T a_i, T a_f,
+                                            T a_g, T a_o, T c_prev, T dr, T dc_next, T z_c) {
+  const T i = activate(ract, a_i);
+  const T f = activate(ract, a_f);
+  const T g = activate(act, a_g);
+  const T o = activate(ract, a_o);
+  const T c = f * c_prev + i * g;  // c~
+  const T tc = activate(act, c);
+  const T dc = (T(1) - z_c) * dc_next + dr * o * activate_grad(act, c, tc);
+  CellBackward<T> out;
+  out.d_i = dc * g * activate_grad(ract, a_i, i);
+  out.d_f = dc * c_prev * activate_grad(ract, a_f, f);
+  out.d_g = dc * i * activate_grad(act, a_g, g);
+  out.d_o = dr * tc * activate_grad(ract, a_o, o);
+  out.dc_prev = z_c * dc_next + dc * f;
   out.r = o * tc;
   return out;
 }

@@ -30,6 +30,31 @@ void check_shape(const char* op, const char* name, const at::Tensor& t,
   check_dims(op, name, t, expected, "");
 }
 
+void check_regularizer_args(const char* op, const LayerSizes& s, const at::Tensor& input,
+                            const c10::optional<at::Tensor>& input_keep,
+                            const c10::optional<at::Tensor>& recurrent_keep,
+                            const c10::optional<at::Tensor>& zoneout_h,
+                            const c10::optional<at::Tensor>& zoneout_c) {
+  if (input_keep.has_value()) {
+    check_like(op, "input_keep", *input_keep, input);
+    check_dims(op, "input_keep", *input_keep, {s.B, s.I}, "(batch, input_size)");
+  }
+  if (recurrent_keep.has_value()) {
+    check_like(op, "recurrent_keep", *recurrent_keep, input);
+    check_dims(op, "recurrent_keep", *recurrent_keep, {s.B, s.Hout},
+               "(batch, proj_size or hidden_size)");
+  }
+  if (zoneout_h.has_value()) {
+    check_like(op, "zoneout_h", *zoneout_h, input);
+    check_dims(op, "zoneout_h", *zoneout_h, {s.T, s.B, s.Hout},
+               "(seq_len, batch, proj_size or hidden_size)");
+  }
+  if (zoneout_c.has_value()) {
+    check_like(op, "zoneout_c", *zoneout_c, input);
+    check_dims(op, "zoneout_c", *zoneout_c, {s.T, s.B, s.H}, "(seq_len, batch, hidden_size)");
+  }
+}
+
 LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::Tensor& h0,
                             const at::Tensor& c0, const at::Tensor& w_ih,
                             const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,

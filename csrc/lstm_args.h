@@ -33,6 +33,17 @@ LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::T
                             const c10::optional<at::Tensor>& mask, int64_t activation,
                             int64_t recurrent_activation);
 
+// The regularisers' optional tensors (Keras dropout, zoneout), all of input's dtype and
+// device: input_keep (B,I) and recurrent_keep (B,Hout) the scaled dropout masks (0 or
+// 1/(1-p), one per sequence), zoneout_h (T,B,Hout) and zoneout_c (T,B,H) the per-step z
+// (1 keeps the old value; the rate in eval). Values are not checked (that would cost a
+// pass over them, and a device sync on CUDA).
+void check_regularizer_args(const char* op, const LayerSizes& s, const at::Tensor& input,
+                            const c10::optional<at::Tensor>& input_keep,
+                            const c10::optional<at::Tensor>& recurrent_keep,
+                            const c10::optional<at::Tensor>& zoneout_h,
+                            const c10::optional<at::Tensor>& zoneout_c);
+
 // A tensor that must have exactly `expected` as its shape (gradients, saved tensors).
 void check_shape(const char* op, const char* name, const at::Tensor& t,
                  at::IntArrayRef expected, const at::Tensor& like);

@@ -12,6 +12,7 @@
 //                   (no autograd: the modules call it when no gradient is needed).
 //   layer_backward: gradients of all inputs of layer_forward:
 //                   (d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias (4H), d_w_hr or empty)
+//   All three take the optional regularisers (R_ARGS below) last.
 //   cell_forward / cell_backward: the same maths for one step (LSTMCell).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -25,20 +26,29 @@
 #include "cuda/launch_plan.h"
 #include "gate_math.h"
 
+// The regularisers, last in the layer ops' argument lists (all optional: existing callers
+// are unaffected). input_keep (B,I), recurrent_keep (B,Hout): scaled Keras dropout masks
+// (0 or 1/(1-p), constant over the sequence); zoneout_h (T,B,Hout), zoneout_c (T,B,H):
+// per-step zoneout z (1 keeps the old value; the rate in eval). See lstm_cpu.cpp.
+#define R_ARGS \
+  "Tensor? input_keep=None, Tensor? recurrent_keep=None, Tensor? zoneout_h=None, " \
+  "Tensor? zoneout_c=None"
+
 TORCH_LIBRARY(torchlstm, m) {
   m.def(
       "layer_forward(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
-      "int activation, int recurrent_activation) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "int activation, int recurrent_activation, " R_ARGS ") -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "layer_inference(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
-      "int activation, int recurrent_activation) -> (Tensor, Tensor, Tensor)");
+      "int activation, int recurrent_activation, " R_ARGS ") -> (Tensor, Tensor, Tensor)");
   m.def(
       "layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
       "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? mask, "
       "Tensor output, Tensor gates, Tensor cs, bool reverse, int activation, "
-      "int recurrent_activation) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "int recurrent_activation, " R_ARGS
+      ") -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "cell_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, int activation, int recurrent_activation) "

@@ -3,6 +3,10 @@
 The C++ library (torchlstm._C) defines the schemas and the CPU/CUDA kernels. Here each
 op gets a fake kernel (shapes only, so torch.compile / FakeTensor can trace it) and the
 forward ops get autograd formulas that call the backward ops.
+
+The layer ops take four optional regularisers last (input_keep, recurrent_keep,
+zoneout_h, zoneout_c; see csrc/ops.cpp): they are inputs, never differentiated (their
+gradient is None), and backward gets them back to recompute what the forward did.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 # a shape, never empty_like, which would copy an input's strides).
 @torch.library.register_fake("torchlstm::layer_forward")
 def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse,
-                        activation, recurrent_activation):
+                        activation, recurrent_activation, input_keep=None, recurrent_keep=None,
+                        zoneout_h=None, zoneout_c=None):
     torch._check(input.dim() == 3, lambda: "torchlstm.layer_forward: input must be 3-D")
     T, B, _ = input.shape
     H = w_ih.shape[0] // 4
@@ -40,7 +45,8 @@ def _layer_inference_fake(*args):
 
 @torch.library.register_fake("torchlstm::layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
-                         mask, output, gates, cs, reverse, activation, recurrent_activation):
+                         mask, output, gates, cs, reverse, activation, recurrent_activation,
+                         input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None):
     H = w_ih.shape[0] // 4
     return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
@@ -67,9 +73,11 @@ def _cell_backward_fake(grad_h, grad_c, input, hx, cx, w_ih, w_hh, h, c, gates, 
 # --------------------------------------------------------------------------- autograd
 def _layer_setup_context(ctx, inputs, output):
     (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
-     recurrent_activation) = inputs
+     recurrent_activation) = inputs[:12]
+    regularizers = tuple(inputs[12:]) + (None,) * (16 - len(inputs))
     out, _h_n, _c_n, gates, cs = output
-    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs)
+    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *regularizers)
+    ctx.num_inputs = len(inputs)
     ctx.has_b_ih = b_ih is not None
     ctx.has_b_hh = b_hh is not None
     ctx.reverse = reverse
@@ -82,13 +90,15 @@ def _layer_setup_context(ctx, inputs, output):
 
 
 def _layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
-    input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs = ctx.saved_tensors
+    (input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
+     *regularizers) = ctx.saved_tensors
     d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = ops.layer_backward(
         grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-        ctx.reverse, ctx.activation, ctx.recurrent_activation)
+        ctx.reverse, ctx.activation, ctx.recurrent_activation, *regularizers)
+    # nothing flows to mask, reverse, the activation ids or the four regularisers
     return (d_input, d_h0, d_c0, d_w_ih, d_w_hh,
             d_bias if ctx.has_b_ih else None, d_bias if ctx.has_b_hh else None,
-            d_w_hr if w_hr is not None else None, None, None, None, None)
+            d_w_hr if w_hr is not None else None) + (None,) * (ctx.num_inputs - 8)
 
 
 torch.library.register_autograd("torchlstm::layer_forward", _layer_backward,

@@ -4,6 +4,7 @@ call of torch.ops.torchlstm.layer_forward, which loops over time in C++/CUDA.
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -23,11 +24,116 @@ class LayerWeights(NamedTuple):
     w_hr: Optional[Tensor]
 
 
+class Regularizers(NamedTuple):
+    """Keras dropout and zoneout rates of a module (all in [0, 1))."""
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout_h: float = 0.0
+    zoneout_c: float = 0.0
+
+    def active(self, training: bool) -> bool:
+        """Whether a forward call in this mode passes anything to the op."""
+        return (self.zoneout_h > 0 or self.zoneout_c > 0
+                or (training and (self.input_dropout > 0 or self.recurrent_dropout > 0)))
+
+    def draws(self, training: bool) -> bool:
+        """Whether a forward call in this mode draws random numbers (training only)."""
+        return training and any(r > 0 for r in self)
+
+
+def _rate(name: str, value) -> float:
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not 0 <= value < 1):
+        raise ValueError(f"{name} should be a number in range [0, 1) representing the "
+                         f"probability of an element being {'kept' if 'zoneout' in name else 'zeroed'}"
+                         f", got {value!r}")
+    return float(value)
+
+
+def configure_regularizers(module, input_dropout, recurrent_dropout, zoneout, seed) -> None:
+    """Check the Keras dropout / zoneout options and set them on ``module``: the
+    attributes as given (input_dropout, recurrent_dropout, zoneout, seed), the rates
+    (_regularizers) and the module's own generator, made on first use (see generator)."""
+    if isinstance(zoneout, (tuple, list)):
+        if len(zoneout) != 2:
+            raise ValueError("zoneout should be a rate or a pair (h_rate, c_rate), got "
+                             f"{len(zoneout)} values")
+        zh, zc = _rate("zoneout[0] (the h rate)", zoneout[0]), _rate(
+            "zoneout[1] (the c rate)", zoneout[1])
+        zoneout = (zh, zc)
+    else:
+        zh = zc = zoneout = _rate("zoneout", zoneout)
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise TypeError(f"seed should be None or an int, got: {type(seed).__name__}")
+    module.input_dropout = _rate("input_dropout", input_dropout)
+    module.recurrent_dropout = _rate("recurrent_dropout", recurrent_dropout)
+    module.zoneout = zoneout
+    module.seed = None if seed is None else int(seed)
+    module._regularizers = Regularizers(module.input_dropout, module.recurrent_dropout, zh, zc)
+    module._generator = None
+
+
+def generator(module, device: torch.device) -> Optional[torch.Generator]:
+    """The module's torch.Generator on ``device``, seeded with ``module.seed`` when it is
+    first needed there (None without a seed: the global RNG; None too when the module
+    draws nothing in its current mode, e.g. eval). It is made again, from the seed, when
+    the inputs move to another device. (Dynamo cannot trace a torch.Generator: with a
+    seed, torch.compile(fullgraph=True) works in eval mode only.)"""
+    if module.seed is None or not module._regularizers.draws(module.training):
+        return None
+    g = module._generator
+    if g is None or g.device != device:
+        g = torch.Generator(device=device)
+        g.manual_seed(module.seed)
+        module._generator = g
+    return g
+
+
+def regularizers_repr(module) -> str:
+    s = ""
+    for name in ("input_dropout", "recurrent_dropout", "zoneout"):
+        if getattr(module, name) != 0:
+            s += f", {name}={getattr(module, name)}"
+    if module.seed is not None:
+        s += f", seed={module.seed}"
+    return s
+
+
+def draw_regularizers(reg: Regularizers, training: bool, T: int, B: int, I: int, Hout: int,
+                      H: int, like: Tensor, gen: Optional[torch.Generator]):
+    """The op's (input_keep, recurrent_keep, zoneout_h, zoneout_c) for one layer and one
+    direction, None where a rate is 0. Training: the dropout masks (B,I) and (B,Hout),
+    0 or 1/(1-p), drawn once for the whole sequence; zoneout z (T,B,·), 1 (keep the old
+    value) with probability rate, drawn per step. Drawn in that order. Eval: no dropout,
+    and z = rate everywhere (an expanded view, nothing drawn)."""
+    def keep(shape, p):
+        return like.new_empty(shape).bernoulli_(1 - p, generator=gen).div_(1 - p)
+
+    def zone(shape, rate):
+        if training:
+            return like.new_empty(shape).bernoulli_(rate, generator=gen)
+        return like.new_full((1, 1, 1), rate).expand(shape)
+    ik = rk = zh = zc = None
+    if training and reg.input_dropout > 0:
+        ik = keep((B, I), reg.input_dropout)
+    if training and reg.recurrent_dropout > 0:
+        rk = keep((B, Hout), reg.recurrent_dropout)
+    if reg.zoneout_h > 0:
+        zh = zone((T, B, Hout), reg.zoneout_h)
+    if reg.zoneout_c > 0:
+        zc = zone((T, B, H), reg.zoneout_c)
+    return ik, rk, zh, zc
+
+
 def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights],
               num_layers: int, num_directions: int, mask: Optional[Tensor], activation,
-              recurrent_activation, dropout: float = 0.0, training: bool = False):
+              recurrent_activation, dropout: float = 0.0, training: bool = False,
+              regularizers: Regularizers = Regularizers(),
+              gen: Optional[torch.Generator] = None):
     """x (T,B,I) time-major; h0 (L*D,B,Hout), c0 (L*D,B,H); weights[k] for k = layer*D + d.
     activation, recurrent_activation: kernel ids, or callables (then the unfused path).
+    dropout: nn.LSTM's, between layers. regularizers: Keras dropout and zoneout, drawn per
+    layer and direction (draw_regularizers, with gen, or the global RNG when None).
     Returns (output (T,B,D*Hout), h_n (L*D,B,Hout), c_n (L*D,B,H)), as nn.LSTM."""
     if x.shape[0] == 0:  # nn.LSTM's error, word for word
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
@@ -41,15 +147,21 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
             recurrent_activation)
 
         def layer_op(*args):
-            return _unfused.layer_forward(*args[:10], act, ract)
+            return _unfused.layer_forward(*args[:10], act, ract, *args[12:])
+    draw = regularizers.active(training)
+    T, B = x.shape[0], x.shape[1]
     h_n, c_n = [], []
     for layer in range(num_layers):
         outs = []
         for d in range(num_directions):
             k = layer * num_directions + d
             w = weights[k]
+            reg = ()
+            if draw:
+                reg = draw_regularizers(regularizers, training, T, B, x.shape[2],
+                                        w.w_hh.shape[1], w.w_hh.shape[0] // 4, x, gen)
             out, h, c = layer_op(x, h0[k], c0[k], w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask,
-                                 d == 1, activation, recurrent_activation)[:3]
+                                 d == 1, activation, recurrent_activation, *reg)[:3]
             outs.append(out)
             h_n.append(h)
             c_n.append(c)

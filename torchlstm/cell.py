@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from . import _init, _unfused, activations
 from ._ops import ops
+from ._sequence import LayerWeights, configure_regularizers, generator, regularizers_repr, run_stack
 
 
 class LSTMCell(nn.Module):
@@ -16,11 +17,20 @@ class LSTMCell(nn.Module):
     with 1-D (unbatched) or 2-D input. Keyword-only ``activation`` /
     ``recurrent_activation`` as in Keras' LSTMCell. Wrap it in :class:`torchlstm.RNN` to
     run it over a sequence (fused: no Python loop over time).
+
+    ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and ``seed`` are
+    :class:`torchlstm.LSTM`'s. They are meant for ``RNN(cell)``, which draws the dropout
+    masks once per sequence. A cell called on its own cannot know where a sequence starts,
+    so in training mode each call draws FRESH masks (input, recurrent, zoneout), i.e. a
+    new dropout mask every step, unlike Keras, which keeps a cell's masks until they are
+    reset; in eval mode there is no dropout and zoneout is the ``rate`` blend.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, activation="tanh", recurrent_activation="sigmoid",
-                 init: str = "torch", unit_forget_bias: bool = False) -> None:
+                 init: str = "torch", unit_forget_bias: bool = False,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
+                 seed=None) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -32,6 +42,7 @@ class LSTMCell(nn.Module):
         _init.check(init, unit_forget_bias)
         self.init = init
         self.unit_forget_bias = unit_forget_bias
+        configure_regularizers(self, input_dropout, recurrent_dropout, zoneout, seed)
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -60,7 +71,7 @@ class LSTMCell(nn.Module):
             s += f", activation={self.activation!r}"
         if self.recurrent_activation != "sigmoid":
             s += f", recurrent_activation={self.recurrent_activation!r}"
-        return s
+        return s + regularizers_repr(self)
 
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
@@ -109,7 +120,15 @@ class LSTMCell(nn.Module):
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
             self.check_state(h0, 0, B, input)
             self.check_state(c0, 1, B, input)
-        if callable(self._activation_id) or callable(self._recurrent_activation_id):
+        if self._regularizers.active(self.training):  # one step of the layer op, with masks
+            weights = [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                    None)]
+            _, h, c = run_stack(input.unsqueeze(0), h0.unsqueeze(0), c0.unsqueeze(0), weights,
+                                1, 1, None, self._activation_id, self._recurrent_activation_id,
+                                0.0, self.training, self._regularizers,
+                                generator(self, input.device))
+            h, c = h[0], c[0]
+        elif callable(self._activation_id) or callable(self._recurrent_activation_id):
             _, h, c = _unfused.layer_forward(
                 input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, self.bias_ih,
                 self.bias_hh, None, None, False, activations.as_function(self._activation_id),

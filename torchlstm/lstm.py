@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _init, activations
-from ._sequence import (LayerWeights, check_flags, check_mask, keras_masked_output, keras_repr,
-                        keras_result, last_output, pack_like, run_stack, unpack)
+from ._sequence import (LayerWeights, check_flags, check_mask, configure_regularizers, generator,
+                        keras_masked_output, keras_repr, keras_result, last_output, pack_like,
+                        regularizers_repr, run_stack, unpack)
 
 
 def check_keras_flags(return_sequences, return_state):
@@ -36,6 +37,18 @@ class LSTM(nn.Module):
       direction of the last layer concatenated; with ``return_state=True`` the module
       returns ``(output, h, c)``, where for one unidirectional layer ``h`` is (B, H_out)
       and ``c`` is (B, H) as in Keras, and otherwise nn.LSTM's (L*D, B, ·) ``h_n``, ``c_n``.
+    * ``input_dropout`` (Keras' ``dropout``) and ``recurrent_dropout``, in training mode
+      only: each forward call, each layer and each direction draws ONE mask for its input
+      features (B, input) and one for the ``h`` fed to the recurrent weights (B, H_out),
+      scaled by 1/(1-p) and constant over the sequence (Keras' LSTMCell; the carried
+      state itself is not dropped). nn.LSTM's ``dropout`` (between layers) is separate.
+    * ``zoneout`` (Krueger et al. 2016): a rate, or a pair ``(h_rate, c_rate)``. Training:
+      each step, each unit of ``h`` and of ``c`` keeps its previous value with that
+      probability; eval: the blend ``rate * old + (1 - rate) * new``. A masked or padded
+      step still carries the state over unchanged.
+    * ``seed``: an int makes the masks reproducible: the module draws them from its own
+      ``torch.Generator`` (on the input's device, seeded once), so the same seed and the
+      same calls give the same masks. Without it, the global RNG (``torch.manual_seed``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -45,7 +58,9 @@ class LSTM(nn.Module):
                  return_sequences: Optional[bool] = None,
                  return_state: Optional[bool] = None, go_backwards: bool = False,
                  zero_output_for_mask: bool = False, stateful: bool = False,
-                 init: str = "torch", unit_forget_bias: bool = False) -> None:
+                 init: str = "torch", unit_forget_bias: bool = False,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
+                 seed: Optional[int] = None) -> None:
         super().__init__()
         # Validation and messages as torch.nn.RNNBase.
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
@@ -98,6 +113,7 @@ class LSTM(nn.Module):
         self._state: Optional[tuple[Tensor, Tensor]] = None  # carried by stateful=True
         self.init = init
         self.unit_forget_bias = unit_forget_bias
+        configure_regularizers(self, input_dropout, recurrent_dropout, zoneout, seed)
 
         factory = {"device": device, "dtype": dtype}
         num_directions = 2 if bidirectional else 1
@@ -174,7 +190,7 @@ class LSTM(nn.Module):
             s += f", init={self.init!r}"
         if self.unit_forget_bias:
             s += ", unit_forget_bias=True"
-        return s
+        return s + regularizers_repr(self)
 
     def reset_states(self) -> None:
         """Forget the state a stateful LSTM carries between calls (Keras' reset_states)."""
@@ -281,7 +297,8 @@ class LSTM(nn.Module):
 
         out, h_n, c_n = run_stack(x, h0, c0, self._layer_weights(), self.num_layers, D, mask,
                                   self._activation_id, self._recurrent_activation_id,
-                                  self.dropout, self.training)
+                                  self.dropout, self.training, self._regularizers,
+                                  generator(self, x.device))
 
         last = None  # the Keras last output, where it is not simply the final h
         if isinstance(input, PackedSequence):

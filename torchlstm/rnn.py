@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._sequence import (LayerWeights, check_flags, check_mask, keras_masked_output, keras_repr,
-                        keras_result, last_output, run_stack)
+from ._sequence import (LayerWeights, check_flags, check_mask, generator, keras_masked_output,
+                        keras_repr, keras_result, last_output, run_stack)
 from .cell import LSTMCell
 from .lstm import check_keras_flags
 
@@ -26,6 +26,10 @@ class RNN(nn.Module):
     steps, as Keras' RNN.
     Returns the last output (B, H), or the whole sequence (B, T, H) with
     ``return_sequences=True``; with ``return_state=True``, ``(output, h, c)``.
+    The cell's ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and ``seed`` apply
+    over the sequence as in :class:`torchlstm.LSTM` (masks drawn once per call, from the
+    cell's generator, in the cell's training mode): with the same weights and seed,
+    ``RNN(LSTMCell(n, ...))`` and ``LSTM(n, batch_first=True, ...)`` compute the same.
     """
 
     def __init__(self, cell: LSTMCell, *, return_sequences: bool = False,
@@ -91,7 +95,8 @@ class RNN(nn.Module):
             h0, c0 = states
         weights = [LayerWeights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None)]
         out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, keras_mask, cell._activation_id,
-                                  cell._recurrent_activation_id)
+                                  cell._recurrent_activation_id, 0.0, cell.training,
+                                  cell._regularizers, generator(cell, x.device))
         if self.stateful:
             self._state = (h_n.detach(), c_n.detach())
         last = None

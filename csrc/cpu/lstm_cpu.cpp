@@ -21,6 +21,13 @@
 // state of row b carries over unchanged (h, c) and output[t,b] holds that carried h.
 // So `output` is always the sequence of h states and h_{t-1} of any step is the
 // previous output row: the dW_hh GEMM needs no separate state history.
+//
+// Regularisers (optional, see ops.cpp): Keras input dropout multiplies the input once
+// (x * input_keep, before the input projection; backward scales dx and uses the same
+// product for dW_ih); recurrent dropout feeds h_{t-1} * recurrent_keep to the recurrent
+// GEMM (backward scales its dh and recomputes the product for dW_hh); zoneout blends
+// c and h with their previous values in the fused pass. Nothing extra is saved: `cs`
+// holds the blended c, and backward recomputes c~ = f c_prev + i g from the saved gates.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -44,10 +51,13 @@ constexpr bool kN = false;  // as is    (BLAS 'N')
 // a: input + recurrent products, gate q at a + q*n; b1, b2: the biases (or null), gate q
 // at + q*H. c is updated in place and r = o * act(c) written. For backward (training),
 // the gate pre-activations go to g_save (gate q at + q*H) and c to c_save, when given.
-template <typename scalar_t, bool kDefaultPair>
-inline void forward_row_impl(Activation act_, Activation ract_, int64_t n, int64_t H,
-                             const scalar_t* a, const scalar_t* b1, const scalar_t* b2,
-                             scalar_t* c, scalar_t* r, scalar_t* g_save, scalar_t* c_save) {
+// kZc (zoneout on c): zc holds the row's z, c becomes z*c_prev + (1-z)*c~ and r is
+// o * act(c~) (gate_math.h's cell_forward_zoneout).
+template <typename scalar_t, bool kDefaultPair, bool kZc>
+inline void forward_row_impl(Activation act_, Activation ract_, const scalar_t* zc, int64_t n,
+                             int64_t H, const scalar_t* a, const scalar_t* b1,
+                             const scalar_t* b2, scalar_t* c, scalar_t* r, scalar_t* g_save,
+                             scalar_t* c_save) {
   const Activation act = kDefaultPair ? Activation::TANH : act_;  // see DEFAULT_PAIR below
   const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
@@ -60,7 +70,12 @@ inline void forward_row_impl(Activation act_, Activation ract_, int64_t n, int64
       if (b2) v[q] = v[q] + Vec::loadu(b2 + q * H + j);
       if (g_save) v[q].store(g_save + q * H + j);
     }
-    const auto o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
+    CellForward<Vec> o;
+    if constexpr (kZc)
+      o = cell_forward_zoneout<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j),
+                                    Vec::loadu(zc + j));
+    else
+      o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
     o.c.store(c + j);
     o.r.store(r + j);
     if (c_save) o.c.store(c_save + j);
@@ -71,7 +86,11 @@ inline void forward_row_impl(Activation act_, Activation ract_, int64_t n, int64
       v[q] = a[q * n + j] + (b1 ? b1[q * H + j] : scalar_t(0)) + (b2 ? b2[q * H + j] : scalar_t(0));
       if (g_save) g_save[q * H + j] = v[q];
     }
-    const auto o = cell_forward<scalar_t>(act, ract, v[0], v[1], v[2], v[3], c[j]);
+    CellForward<scalar_t> o;
+    if constexpr (kZc)
+      o = cell_forward_zoneout<scalar_t>(act, ract, v[0], v[1], v[2], v[3], c[j], zc[j]);
+    else
+      o = cell_forward<scalar_t>(act, ract, v[0], v[1], v[2], v[3], c[j]);
     c[j] = o.c;
     r[j] = o.r;
     if (c_save) c_save[j] = o.c;
@@ -81,11 +100,14 @@ inline void forward_row_impl(Activation act_, Activation ract_, int64_t n, int64
 // n units of one batch row in the backward pass (layout as forward_row; dg likewise).
 // dr = dr_a (+ dr_b when given: the output gradient plus the recurrent one, without a
 // projection). dc is updated in place to dc_prev. r (if given) receives o * act(c).
-template <typename scalar_t, bool kDefaultPair>
-inline void backward_row_impl(Activation act_, Activation ract_, int64_t n, int64_t H,
-                              const scalar_t* g, const scalar_t* c_prev, const scalar_t* c,
-                              const scalar_t* dr_a, const scalar_t* dr_b, scalar_t* dc,
-                              scalar_t* dg, scalar_t* r) {
+// kZone (zoneout): zh (or null) the row's z of h: dr is scaled by 1 - z (the gradient
+// reaching h~); zc (or null) the row's z of c: c~ is recomputed from the gates and c_prev
+// (the saved c is the blended state) and dc splits as in cell_backward_zoneout.
+template <typename scalar_t, bool kDefaultPair, bool kZone>
+inline void backward_row_impl(Activation act_, Activation ract_, const scalar_t* zc,
+                              const scalar_t* zh, int64_t n, int64_t H, const scalar_t* g,
+                              const scalar_t* c_prev, const scalar_t* c, const scalar_t* dr_a,
+                              const scalar_t* dr_b, scalar_t* dc, scalar_t* dg, scalar_t* r) {
   const Activation act = kDefaultPair ? Activation::TANH : act_;
   const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
@@ -93,10 +115,19 @@ inline void backward_row_impl(Activation act_, Activation ract_, int64_t n, int6
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec dr = Vec::loadu(dr_a + j);
     if (dr_b) dr = dr + Vec::loadu(dr_b + j);
-    const auto o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                                      Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                                      Vec::loadu(c_prev + j), Vec::loadu(c + j), dr,
-                                      Vec::loadu(dc + j));
+    CellBackward<Vec> o;
+    if constexpr (kZone) {
+      if (zh) dr = dr * (Vec(scalar_t(1)) - Vec::loadu(zh + j));
+      if (zc)
+        o = cell_backward_zoneout<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                                       Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                                       Vec::loadu(c_prev + j), dr, Vec::loadu(dc + j),
+                                       Vec::loadu(zc + j));
+    }
+    if (!kZone || !zc)
+      o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                             Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                             Vec::loadu(c_prev + j), Vec::loadu(c + j), dr, Vec::loadu(dc + j));
     o.d_i.store(dg + j);
     o.d_f.store(dg + H + j);
     o.d_g.store(dg + 2 * H + j);
@@ -105,9 +136,17 @@ inline void backward_row_impl(Activation act_, Activation ract_, int64_t n, int6
     if (r) o.r.store(r + j);
   }
   for (; j < n; ++j) {
-    const scalar_t dr = dr_b ? dr_a[j] + dr_b[j] : dr_a[j];
-    const auto o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
-                                           g[3 * H + j], c_prev[j], c[j], dr, dc[j]);
+    scalar_t dr = dr_b ? dr_a[j] + dr_b[j] : dr_a[j];
+    CellBackward<scalar_t> o;
+    if constexpr (kZone) {
+      if (zh) dr = dr * (scalar_t(1) - zh[j]);
+      if (zc)
+        o = cell_backward_zoneout<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j],
+                                            g[3 * H + j], c_prev[j], dr, dc[j], zc[j]);
+    }
+    if (!kZone || !zc)
+      o = cell_backward<scalar_t>(act, ract, g[j], g[H + j], g[2 * H + j], g[3 * H + j],
+                                  c_prev[j], c[j], dr, dc[j]);
     dg[j] = o.d_i;
     dg[H + j] = o.d_f;
     dg[2 * H + j] = o.d_g;
@@ -119,21 +158,42 @@ inline void backward_row_impl(Activation act_, Activation ract_, int64_t n, int6
 
 // DEFAULT_PAIR: with the default activations (tanh, sigmoid) the row passes are
 // instantiated with them as constants, so the per-vector activation switches of
-// gate_math.h fold away; every other pair takes the switch.
+// gate_math.h fold away; every other pair takes the switch. Zoneout has instantiations
+// of its own, so the path without it is exactly what it was.
 template <typename scalar_t, typename... Args>
-inline void forward_row(Activation act, Activation ract, Args... args) {
-  if (act == Activation::TANH && ract == Activation::SIGMOID)
-    forward_row_impl<scalar_t, true>(act, ract, args...);
-  else
-    forward_row_impl<scalar_t, false>(act, ract, args...);
+inline void forward_row(Activation act, Activation ract, const scalar_t* zc, Args... args) {
+  const bool pair = act == Activation::TANH && ract == Activation::SIGMOID;
+  if (zc) {
+    if (pair) forward_row_impl<scalar_t, true, true>(act, ract, zc, args...);
+    else forward_row_impl<scalar_t, false, true>(act, ract, zc, args...);
+  } else {
+    if (pair) forward_row_impl<scalar_t, true, false>(act, ract, zc, args...);
+    else forward_row_impl<scalar_t, false, false>(act, ract, zc, args...);
+  }
 }
 
 template <typename scalar_t, typename... Args>
-inline void backward_row(Activation act, Activation ract, Args... args) {
-  if (act == Activation::TANH && ract == Activation::SIGMOID)
-    backward_row_impl<scalar_t, true>(act, ract, args...);
-  else
-    backward_row_impl<scalar_t, false>(act, ract, args...);
+inline void backward_row(Activation act, Activation ract, const scalar_t* zc,
+                         const scalar_t* zh, Args... args) {
+  const bool pair = act == Activation::TANH && ract == Activation::SIGMOID;
+  if (zc || zh) {
+    if (pair) backward_row_impl<scalar_t, true, true>(act, ract, zc, zh, args...);
+    else backward_row_impl<scalar_t, false, true>(act, ract, zc, zh, args...);
+  } else {
+    if (pair) backward_row_impl<scalar_t, true, false>(act, ract, zc, zh, args...);
+    else backward_row_impl<scalar_t, false, false>(act, ract, zc, zh, args...);
+  }
+}
+
+// fresh = z * old + (1 - z) * fresh over n elements: zoneout of h.
+template <typename scalar_t>
+inline void blend_row(int64_t n, const scalar_t* z, const scalar_t* old, scalar_t* fresh) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size())
+    zoneout_blend<Vec>(Vec::loadu(z + j), Vec::loadu(old + j), Vec::loadu(fresh + j))
+        .store(fresh + j);
+  for (; j < n; ++j) fresh[j] = zoneout_blend<scalar_t>(z[j], old[j], fresh[j]);
 }
 
 // Time index of processing step s.
@@ -167,13 +227,20 @@ inline bool worth_packing(int64_t T, int64_t B) { return T * std::min<int64_t>(B
 // barrier once per step (twice with a projection). Training also stores the gate
 // pre-activations (gates, (T,B,4H)) and the cell states (cs, (T,B,H)) for backward;
 // inference passes null there and writes nothing of size T x 4H at all.
+// Regularisers (each null when absent): x already carries the input dropout. rk (B,Hout)
+// the recurrent dropout: the recurrent GEMM reads h_prev * rk from hk, two (B,Hout)
+// buffers used in turn (step s reads hk[s%2], which holds h0 * rk at s = 0, and each
+// member writes its own slice of the product for the next step into the other one).
+// zh (T,B,Hout), zc (T,B,H): zoneout's z; the blended c is what c_state and cs hold,
+// and the blended h what out holds (masked steps carry the state over all the same).
 template <typename scalar_t>
 bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
                        Activation ract, const scalar_t* x, const scalar_t* h0,
                        const scalar_t* w_ih, const scalar_t* w_hh, const scalar_t* b_ih,
                        const scalar_t* b_hh, const scalar_t* w_hr, const bool* mask,
                        scalar_t* out, scalar_t* c_state, scalar_t* r_ws, scalar_t* gates,
-                       scalar_t* cs) {
+                       scalar_t* cs, const scalar_t* rk, scalar_t* hk, const scalar_t* zh,
+                       const scalar_t* zc) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, I = z.I, Hout = z.Hout;
   const bool pack = worth_packing(T, B);
@@ -216,12 +283,15 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
         wi[k].gemm(len * B, x + t_lo * B * I, I, scalar_t(0), g, n4);
       }
       const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
+      const scalar_t* h_in = rk ? hk + (s % 2) * B * Hout : h_prev;  // the GEMM's h
       scalar_t* g_t = g + (t - t_lo) * B * n4;
       scalar_t* out_t = out + t * B * Hout;
       scalar_t* r_t = z.proj ? r_ws : out_t;
       const bool* m_t = mask ? mask + t * B : nullptr;
+      const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
+      const scalar_t* zc_t = zc ? zc + t * B * H : nullptr;
 
-      hh[k].gemm(B, h_prev, Hout, scalar_t(1), g_t, n4);  // += h_prev W_k^T
+      hh[k].gemm(B, h_in, Hout, scalar_t(1), g_t, n4);  // += h_prev W_k^T
       for (int64_t b = 0; b < B; ++b) {
         scalar_t* c = c_state + b * H + j0;  // c_prev in, c out: own units, in place
         scalar_t* r = r_t + b * H + j0;
@@ -235,16 +305,28 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
             std::memset(g_save + q * H, 0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row<scalar_t>(act, ract, n, H, g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
-                    b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
+        forward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr, n, H,
+                              g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
+                              b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
+        if (zh_t && !z.proj) blend_row(n, zh_t + b * Hout + j0, h_prev + b * Hout + j0, r);
       }
       if (z.proj) {
         cpu::barrier();
         const int64_t p0 = p[k].begin, pn = p[k].len;
         hr[k].gemm(B, r_ws, H, scalar_t(0), out_t + p0, Hout);
+        for (int64_t b = 0; zh_t && b < B; ++b)
+          if (!m_t || m_t[b])
+            blend_row(pn, zh_t + b * Hout + p0, h_prev + b * Hout + p0, out_t + b * Hout + p0);
         for (int64_t b = 0; m_t && b < B; ++b)
           if (!m_t[b])
             std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(scalar_t));
+      }
+      if (rk) {  // the next step's GEMM input, this member's slice of h
+        const int64_t o0 = z.proj ? p[k].begin : j0, on = z.proj ? p[k].len : n;
+        scalar_t* hk_next = hk + ((s + 1) % 2) * B * Hout;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t i = o0; i < o0 + on; ++i)
+            hk_next[b * Hout + i] = out_t[b * Hout + i] * rk[b * Hout + i];
       }
       cpu::barrier();
     }
@@ -254,13 +336,17 @@ bool forward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act
 // The backward time loop, run by a team of nt threads. dh_a holds grad_hn on entry; d h0
 // ends in dh_a after an even number of steps, in dh_b after an odd one (the buffers
 // ping-pong). dc holds grad_cn on entry and d c0 on return.
+// Regularisers (null when absent): rk (B,Hout) scales the recurrent GEMM's dh_prev;
+// zh (T,B,Hout): of the gradient dh reaching h_t, (1 - z) dh reaches h~ (r, or the
+// projection) and z dh goes straight to h_{t-1}; zc (T,B,H): see backward_row.
 template <typename scalar_t>
 bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation act,
                         Activation ract, const scalar_t* grad_out, const scalar_t* c0,
                         const scalar_t* w_hh, const scalar_t* w_hr, const bool* mask,
                         const scalar_t* gates, const scalar_t* cs, scalar_t* dgates,
                         scalar_t* dh_a, scalar_t* dh_b, scalar_t* dc, scalar_t* dh_all,
-                        scalar_t* r_all, scalar_t* dr_ws) {
+                        scalar_t* r_all, scalar_t* dr_ws, const scalar_t* rk,
+                        const scalar_t* zh, const scalar_t* zc) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   // Member k owns hidden units u[k] (gate pass, dr) and h units p[k] (dh GEMM):
@@ -291,10 +377,16 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
       scalar_t* dg_t = dgates + t * B * G;
       scalar_t* dht = z.proj ? dh_all + t * B * Hout : nullptr;  // total dh, for dW_hr
       const bool* m_t = mask ? mask + t * B : nullptr;
+      const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
+      const scalar_t* zc_t = zc ? zc + t * B * H : nullptr;
 
       if (z.proj) {
         for (int64_t b = 0; b < B; ++b)
           for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] = go_t[b * Hout + i] + dh[b * Hout + i];
+        for (int64_t b = 0; zh_t && b < B; ++b) {  // the part reaching h~
+          if (m_t && !m_t[b]) continue;              // (masked: none, dht passes through)
+          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] *= scalar_t(1) - zh_t[b * Hout + i];
+        }
         cpu::barrier();  // all of dh[t] is needed by every member's dr
         hr[k].gemm(B, dht, Hout, scalar_t(0), dr_ws + j0, H);  // dr = dh W_hr, own units
       }
@@ -307,16 +399,26 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
         }
         const scalar_t* dr_a = z.proj ? dr_ws + b * H + j0 : go_t + b * Hout + j0;
         const scalar_t* dr_b = z.proj ? nullptr : dh + b * Hout + j0;
-        backward_row<scalar_t>(act, ract, n, H, g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0,
-                     dr_a, dr_b, dc + b * H + j0, dg,
-                     z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
+        backward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr,
+                               zh_t && !z.proj ? zh_t + b * Hout + j0 : nullptr, n, H,
+                               g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0, dr_a,
+                               dr_b, dc + b * H + j0, dg,
+                               z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
       }
       cpu::barrier();  // all of dgates[t] is needed by every member's dh GEMM
       hh[k].gemm(B, dg_t, G, scalar_t(0), dh_nx + p0, Hout);  // dh_prev = dgates[t] W_hh
-      for (int64_t b = 0; m_t && b < B; ++b) {  // masked rows: h carried, and its gradient
-        if (m_t[b]) continue;
-        for (int64_t i = p0; i < p0 + pn; ++i)
-          dh_nx[b * Hout + i] = z.proj ? dht[b * Hout + i] : go_t[b * Hout + i] + dh[b * Hout + i];
+      for (int64_t b = 0; (m_t || rk || zh_t) && b < B; ++b) {
+        scalar_t* d = dh_nx + b * Hout;
+        const scalar_t* go = go_t + b * Hout;
+        const scalar_t* dl = dh + b * Hout;
+        if (m_t && !m_t[b]) {  // masked rows: h carried, and its gradient
+          for (int64_t i = p0; i < p0 + pn; ++i) d[i] = go[i] + dl[i];
+          continue;
+        }
+        if (rk)  // the GEMM read h_prev * rk
+          for (int64_t i = p0; i < p0 + pn; ++i) d[i] *= rk[b * Hout + i];
+        if (zh_t)  // h_t = z h_prev + (1 - z) h~
+          for (int64_t i = p0; i < p0 + pn; ++i) d[i] += zh_t[b * Hout + i] * (go[i] + dl[i]);
       }
       cpu::barrier();  // dh_prev complete, and every read of dh done, before the swap
       std::swap(dh, dh_nx);
@@ -325,19 +427,48 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
 }
 
 }  // namespace
+using OptTensor = c10::optional<at::Tensor>;
+
+namespace {
+
+// The regularisers of one op call, contiguous (undefined where absent), checked.
+struct Regularizers {
+  at::Tensor input_keep, recurrent_keep, zoneout_h, zoneout_c;
+  Regularizers(const char* op, const LayerSizes& z, const at::Tensor& input,
+               const OptTensor& ik, const OptTensor& rk, const OptTensor& zh,
+               const OptTensor& zc) {
+    check_regularizer_args(op, z, input, ik, rk, zh, zc);
+    if (ik.has_value()) input_keep = ik->contiguous();
+    if (rk.has_value()) recurrent_keep = rk->contiguous();
+    if (zh.has_value()) zoneout_h = zh->contiguous();  // a 0-stride (eval) z materialises
+    if (zc.has_value()) zoneout_c = zc->contiguous();
+  }
+  template <typename scalar_t>
+  static const scalar_t* ptr(const at::Tensor& t) {
+    return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+  }
+  // x * input_keep (each step's input features through the one mask), or x itself
+  at::Tensor dropped_input(const at::Tensor& x) const {
+    return input_keep.defined() ? (x * input_keep.unsqueeze(0)).contiguous() : x;
+  }
+};
+
+}  // namespace
 
 // Shared by layer_forward (save = true: gates and cell states kept for backward) and
 // layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
     const char* op, bool save, const at::Tensor& input_, const at::Tensor& h0_,
     const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
-    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-    const c10::optional<at::Tensor>& w_hr_, const c10::optional<at::Tensor>& mask_,
-    bool reverse, int64_t activation, int64_t recurrent_activation) {
+    const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr_,
+    const OptTensor& mask_, bool reverse, int64_t activation, int64_t recurrent_activation,
+    const OptTensor& input_keep, const OptTensor& recurrent_keep, const OptTensor& zoneout_h,
+    const OptTensor& zoneout_c) {
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B;
-  const auto input = input_.contiguous();
+  const auto input = reg.dropped_input(input_.contiguous());
   const auto h0 = h0_.contiguous();
   const auto w_ih = w_ih_.contiguous();
   const auto w_hh = w_hh_.contiguous();
@@ -352,6 +483,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   auto cs = at::empty({save ? T : 0, B, z.H}, opts);
   if (T * B > 0) {
     auto r_ws = z.proj ? at::empty({B, z.H}, opts) : at::Tensor();
+    // the recurrent GEMM's input h * recurrent_keep, two buffers used in turn; h0's first
+    auto hk = reg.recurrent_keep.defined() ? at::empty({2, B, z.Hout}, opts) : at::Tensor();
+    if (hk.defined()) hk[0].copy_(h0 * reg.recurrent_keep);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchlstm_forward_cpu", [&] {
       auto run = [&](int nt) {
         return forward_loop_team<scalar_t>(
@@ -364,7 +498,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
             mask.defined() ? mask.data_ptr<bool>() : nullptr, out.data_ptr<scalar_t>(),
             c_n.data_ptr<scalar_t>(), z.proj ? r_ws.data_ptr<scalar_t>() : nullptr,
             save ? gates.data_ptr<scalar_t>() : nullptr,
-            save ? cs.data_ptr<scalar_t>() : nullptr);
+            save ? cs.data_ptr<scalar_t>() : nullptr,
+            Regularizers::ptr<scalar_t>(reg.recurrent_keep),
+            hk.defined() ? hk.data_ptr<scalar_t>() : nullptr,
+            Regularizers::ptr<scalar_t>(reg.zoneout_h), Regularizers::ptr<scalar_t>(reg.zoneout_c));
       };
       if (!run(threads_for(z))) run(1);
     });
@@ -381,39 +518,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward_cpu(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
-    const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
+    const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    const OptTensor& mask, bool reverse, int64_t activation, int64_t recurrent_activation,
+    const OptTensor& input_keep, const OptTensor& recurrent_keep, const OptTensor& zoneout_h,
+    const OptTensor& zoneout_c) {
   return run_forward("torchlstm.layer_forward", true, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                     w_hr, mask, reverse, activation, recurrent_activation);
+                     w_hr, mask, reverse, activation, recurrent_activation, input_keep,
+                     recurrent_keep, zoneout_h, zoneout_c);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cpu(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
-    const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
+    const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    const OptTensor& mask, bool reverse, int64_t activation, int64_t recurrent_activation,
+    const OptTensor& input_keep, const OptTensor& recurrent_keep, const OptTensor& zoneout_h,
+    const OptTensor& zoneout_c) {
   auto [out, h_n, c_n, gates, cs] =
       run_forward("torchlstm.layer_inference", false, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                  w_hr, mask, reverse, activation, recurrent_activation);
+                  w_hr, mask, reverse, activation, recurrent_activation, input_keep,
+                  recurrent_keep, zoneout_h, zoneout_c);
   return {out, h_n, c_n};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
-                   const c10::optional<at::Tensor>& grad_hn_,
-                   const c10::optional<at::Tensor>& grad_cn_, const at::Tensor& input_,
-                   const at::Tensor& h0_, const at::Tensor& c0_, const at::Tensor& w_ih_,
-                   const at::Tensor& w_hh_, const c10::optional<at::Tensor>& w_hr_,
-                   const c10::optional<at::Tensor>& mask_, const at::Tensor& output_,
+layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
+                   const OptTensor& grad_cn_, const at::Tensor& input_, const at::Tensor& h0_,
+                   const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+                   const OptTensor& w_hr_, const OptTensor& mask_, const at::Tensor& output_,
                    const at::Tensor& gates_, const at::Tensor& cs_, bool reverse,
-                   int64_t activation, int64_t recurrent_activation) {
+                   int64_t activation, int64_t recurrent_activation,
+                   const OptTensor& input_keep, const OptTensor& recurrent_keep,
+                   const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
   const char* op = "torchlstm.layer_backward";
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, c10::nullopt,
                                         c10::nullopt, w_hr_, mask_, activation,
                                         recurrent_activation);
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   check_shape(op, "output", output_, {T, B, Hout}, input_);
   check_shape(op, "gates", gates_, {T, B, G}, input_);
@@ -423,7 +563,7 @@ layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
   if (grad_cn_.has_value()) check_shape(op, "grad_cn", *grad_cn_, {B, H}, input_);
 
   const auto opts = input_.options();
-  const auto input = input_.contiguous();
+  const auto input = reg.dropped_input(input_.contiguous());  // what W_ih saw
   const auto w_hh = w_hh_.contiguous();
   const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
   const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
@@ -456,7 +596,9 @@ layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
             dh_tmp.data_ptr<scalar_t>(), dc0.data_ptr<scalar_t>(),
             z.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
             z.proj ? r_all.data_ptr<scalar_t>() : nullptr,
-            z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr);
+            z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr,
+            Regularizers::ptr<scalar_t>(reg.recurrent_keep),
+            Regularizers::ptr<scalar_t>(reg.zoneout_h), Regularizers::ptr<scalar_t>(reg.zoneout_c));
       };
       if (!run(threads_for(z))) run(1);
     });
@@ -466,15 +608,20 @@ layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
   // Weight and input gradients: a few large GEMMs over all T*B rows.
   const auto dg2 = dgates.view({T * B, G});
   auto d_input = at::mm(dg2, w_ih_).view({T, B, z.I});
+  if (reg.input_keep.defined()) d_input.mul_(reg.input_keep.unsqueeze(0));
   auto d_w_ih = at::mm(dg2.t(), input.view({T * B, z.I}));
   auto d_bias = dg2.sum(0);
-  // h_{t-1} of the first processed step is h0; of every other step the previous output.
+  // h_{t-1} of the first processed step is h0; of every other step the previous output
+  // (times recurrent_keep: what the recurrent GEMM read).
+  const auto& rk = reg.recurrent_keep;
   const int64_t t_first = reverse ? T - 1 : 0;
-  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), h0_) : at::zeros({G, Hout}, opts);
+  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), rk.defined() ? h0_ * rk : h0_)
+                      : at::zeros({G, Hout}, opts);
   if (T > 1) {
     const auto output = output_.contiguous();
     const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
-    const auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
+    auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
+    if (rk.defined()) h_prev = h_prev * rk.unsqueeze(0);
     d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
   }
   auto d_w_hr = z.proj ? at::mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
@@ -485,29 +632,29 @@ layer_backward_cpu(const c10::optional<at::Tensor>& grad_output_,
 // The cell ops are the layer ops over one time step.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, int64_t activation, int64_t recurrent_activation) {
+    const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, int64_t activation,
+    int64_t recurrent_activation) {
   TORCH_CHECK_VALUE(input.dim() == 2, "torchlstm.cell_forward: input must be 2-D (batch, input_size), got ",
                     input.dim(), "-D");
   auto [out, h, c, gates, cs] =
       layer_forward_cpu(input.unsqueeze(0), hx, cx, w_ih, w_hh, b_ih, b_hh, c10::nullopt,
-                        c10::nullopt, false, activation, recurrent_activation);
+                        c10::nullopt, false, activation, recurrent_activation, c10::nullopt,
+                        c10::nullopt, c10::nullopt, c10::nullopt);
   return {h, c, gates.squeeze(0)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-cell_backward_cpu(const c10::optional<at::Tensor>& grad_h, const c10::optional<at::Tensor>& grad_c,
-                  const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
-                  const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h,
-                  const at::Tensor& c, const at::Tensor& gates, int64_t activation,
-                  int64_t recurrent_activation) {
+cell_backward_cpu(const OptTensor& grad_h, const OptTensor& grad_c, const at::Tensor& input,
+                  const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const at::Tensor& h, const at::Tensor& c,
+                  const at::Tensor& gates, int64_t activation, int64_t recurrent_activation) {
   TORCH_CHECK_VALUE(input.dim() == 2, "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
                     input.dim(), "-D");
   auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cpu(
-      grad_h.has_value() ? c10::optional<at::Tensor>(grad_h->unsqueeze(0)) : c10::nullopt,
-      c10::nullopt, grad_c, input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt,
-      h.unsqueeze(0), gates.unsqueeze(0), c.unsqueeze(0), false, activation,
-      recurrent_activation);
+      grad_h.has_value() ? OptTensor(grad_h->unsqueeze(0)) : c10::nullopt, c10::nullopt, grad_c,
+      input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt, h.unsqueeze(0),
+      gates.unsqueeze(0), c.unsqueeze(0), false, activation, recurrent_activation, c10::nullopt,
+      c10::nullopt, c10::nullopt, c10::nullopt);
   return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
 }
 
