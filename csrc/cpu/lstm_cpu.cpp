@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "../gate_math.h"
+#include "../layer_common.h"
 #include "../lstm_args.h"
 #include "blas.h"
 #include "team.h"
@@ -427,33 +428,6 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
 }
 
 }  // namespace
-using OptTensor = c10::optional<at::Tensor>;
-
-namespace {
-
-// The regularisers of one op call, contiguous (undefined where absent), checked.
-struct Regularizers {
-  at::Tensor input_keep, recurrent_keep, zoneout_h, zoneout_c;
-  Regularizers(const char* op, const LayerSizes& z, const at::Tensor& input,
-               const OptTensor& ik, const OptTensor& rk, const OptTensor& zh,
-               const OptTensor& zc) {
-    check_regularizer_args(op, z, input, ik, rk, zh, zc);
-    if (ik.has_value()) input_keep = ik->contiguous();
-    if (rk.has_value()) recurrent_keep = rk->contiguous();
-    if (zh.has_value()) zoneout_h = zh->contiguous();  // a 0-stride (eval) z materialises
-    if (zc.has_value()) zoneout_c = zc->contiguous();
-  }
-  template <typename scalar_t>
-  static const scalar_t* ptr(const at::Tensor& t) {
-    return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
-  }
-  // x * input_keep (each step's input features through the one mask), or x itself
-  at::Tensor dropped_input(const at::Tensor& x) const {
-    return input_keep.defined() ? (x * input_keep.unsqueeze(0)).contiguous() : x;
-  }
-};
-
-}  // namespace
 
 // Shared by layer_forward (save = true: gates and cell states kept for backward) and
 // layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
@@ -606,26 +580,8 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
   }
 
   // Weight and input gradients: a few large GEMMs over all T*B rows.
-  const auto dg2 = dgates.view({T * B, G});
-  auto d_input = at::mm(dg2, w_ih_).view({T, B, z.I});
-  if (reg.input_keep.defined()) d_input.mul_(reg.input_keep.unsqueeze(0));
-  auto d_w_ih = at::mm(dg2.t(), input.view({T * B, z.I}));
-  auto d_bias = dg2.sum(0);
-  // h_{t-1} of the first processed step is h0; of every other step the previous output
-  // (times recurrent_keep: what the recurrent GEMM read).
-  const auto& rk = reg.recurrent_keep;
-  const int64_t t_first = reverse ? T - 1 : 0;
-  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), rk.defined() ? h0_ * rk : h0_)
-                      : at::zeros({G, Hout}, opts);
-  if (T > 1) {
-    const auto output = output_.contiguous();
-    const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
-    auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
-    if (rk.defined()) h_prev = h_prev * rk.unsqueeze(0);
-    d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
-  }
-  auto d_w_hr = z.proj ? at::mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
-                       : at::empty({0}, opts);
+  auto [d_input, d_w_ih, d_w_hh, d_bias, d_w_hr] =
+      weight_and_input_grads(z, reverse, dgates, input, w_ih_, h0_, output_, reg, dh_all, r_all);
   return {d_input, dh0, dc0, d_w_ih, d_w_hh, d_bias, d_w_hr};
 }
 

@@ -1,0 +1,42 @@
+// layer_common.h — what every backend's layer ops share beyond the argument checks:
+// the regularisers of one call, and the gradients computed after the backward time
+// loop (a few large ATen GEMMs over all T*B rows; the same on CPU and CUDA).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+
+#include <tuple>
+
+#include "lstm_args.h"
+
+namespace torchlstm {
+
+using OptTensor = c10::optional<at::Tensor>;
+
+// The regularisers of one op call (see ops.cpp), checked, contiguous, undefined where
+// absent. A 0-stride (eval-mode) zoneout z is materialised by contiguous().
+struct Regularizers {
+  at::Tensor input_keep, recurrent_keep, zoneout_h, zoneout_c;
+  Regularizers(const char* op, const LayerSizes& z, const at::Tensor& input, const OptTensor& ik,
+               const OptTensor& rk, const OptTensor& zh, const OptTensor& zc);
+  template <typename scalar_t>
+  static const scalar_t* ptr(const at::Tensor& t) {
+    return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+  }
+  // x * input_keep (every step's input through the one mask), or x itself.
+  at::Tensor dropped_input(const at::Tensor& x) const;
+};
+
+// The gradients after the backward time loop, from dgates (T,B,4H):
+//   d_input = dgates W_ih (times input_keep), d_w_ih = dgates^T x_dropped,
+//   d_bias = sum of dgates, d_w_hh = sum_t dgates[t]^T (h_{t-1} times recurrent_keep)
+//   (h_{t-1}: h0 at the first processed step, else the previous output row),
+//   d_w_hr = dh_all^T r_all with a projection (else an empty tensor).
+// Returns (d_input, d_w_ih, d_w_hh, d_bias, d_w_hr).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> weight_and_input_grads(
+    const LayerSizes& z, bool reverse, const at::Tensor& dgates, const at::Tensor& x_dropped,
+    const at::Tensor& w_ih, const at::Tensor& h0, const at::Tensor& output,
+    const Regularizers& reg, const at::Tensor& dh_all, const at::Tensor& r_all);
+
+}  // namespace torchlstm
