@@ -14,6 +14,9 @@
 // Saved for backward: gates (T,B,4H) pre-activations in the input dtype and cs (T,B,H)
 // cell states in the accumulation dtype (float32 for float16/bfloat16 inputs). Every
 // launch is on the current stream and checked.
+// Regularisers (layer_common.h), as on the CPU: input dropout multiplies x before the
+// projection GEMM; recurrent dropout feeds h_{t-1} * recurrent_keep to the recurrent
+// products; zoneout blends c and h with their previous values in the fused kernels.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -22,6 +25,7 @@
 #include <torch/library.h>
 
 #include "../gate_math.h"
+#include "../layer_common.h"
 #include "../lstm_args.h"
 #include "cublas_gemm.h"
 #include "launch_plan.h"
@@ -60,10 +64,12 @@ const scalar_t* ptr_or_null(const at::Tensor& t) {
 // once (the caller then takes the GEMM path).
 template <typename scalar_t, typename acc_t, int MAXB>
 bool launch_persistent(const cuda_plan::PersistentPlan& p, const PersistentArgs<scalar_t, acc_t>& args,
-                       int sm_count, cudaStream_t stream) {
+                       int sm_count, int64_t smem_limit, cudaStream_t stream) {
   auto kernel = persistent_forward_kernel<scalar_t, acc_t, MAXB>;
+  // The limit is a property of the kernel, process-wide: always set to the device's
+  // maximum (never to this call's size, which a concurrent call could undercut).
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(p.smem_bytes)));
+                                      static_cast<int>(smem_limit)));
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, kernel, static_cast<int>(p.threads), static_cast<size_t>(p.smem_bytes)));
@@ -80,17 +86,28 @@ bool launch_persistent(const cuda_plan::PersistentPlan& p, const PersistentArgs<
 
 template <typename scalar_t, typename acc_t>
 bool run_persistent(const cuda_plan::PersistentPlan& p, const PersistentArgs<scalar_t, acc_t>& args,
-                    int sm_count, cudaStream_t stream) {
+                    const cuda_plan::DeviceLimits& d, cudaStream_t stream) {
+  const int n = d.sm_count;
+  const int64_t smem = d.smem_per_block;
   switch (p.max_batch) {
-    case 1: return launch_persistent<scalar_t, acc_t, 1>(p, args, sm_count, stream);
-    case 2: return launch_persistent<scalar_t, acc_t, 2>(p, args, sm_count, stream);
-    case 4: return launch_persistent<scalar_t, acc_t, 4>(p, args, sm_count, stream);
-    case 8: return launch_persistent<scalar_t, acc_t, 8>(p, args, sm_count, stream);
+    case 1: return launch_persistent<scalar_t, acc_t, 1>(p, args, n, smem, stream);
+    case 2: return launch_persistent<scalar_t, acc_t, 2>(p, args, n, smem, stream);
+    case 4: return launch_persistent<scalar_t, acc_t, 4>(p, args, n, smem, stream);
+    case 8: return launch_persistent<scalar_t, acc_t, 8>(p, args, n, smem, stream);
     default:
       if constexpr (sizeof(acc_t) <= 4)
-        return launch_persistent<scalar_t, acc_t, 16>(p, args, sm_count, stream);
+        return launch_persistent<scalar_t, acc_t, 16>(p, args, n, smem, stream);
       return false;
   }
+}
+
+// Whether a cooperative launch may be issued now: the device supports it, and the stream
+// is not being captured into a CUDA graph (the GEMM path captures like any other kernels).
+bool cooperative_launch_ok(int device, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  return at::cuda::getDeviceProperties(device)->cooperativeLaunch &&
+         capture == cudaStreamCaptureStatusNone;
 }
 
 // Shared by layer_forward (save = true) and layer_inference. Returns out, h_n, c_n,
@@ -100,11 +117,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
     const c10::optional<at::Tensor>& w_hr_, const c10::optional<at::Tensor>& mask_,
-    bool reverse, int64_t activation, int64_t recurrent_activation) {
+    bool reverse, int64_t activation, int64_t recurrent_activation, const OptTensor& input_keep,
+    const OptTensor& recurrent_keep, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+    bool allow_persistent = true) {
   check_input_dtype(op, input_);
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
   const c10::cuda::CUDAGuard guard(input_.device());
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   const auto opts = input_.options();
   const auto acc_opts = opts.dtype(acc_dtype(input_.scalar_type()));
@@ -116,7 +136,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
 
   // The input projection of every step at once: (T*B, 4H). It becomes the saved gates.
-  auto gates = at::mm(input_.reshape({T * B, z.I}), w_ih_.t()).view({T, B, G});
+  const auto x = reg.dropped_input(input_.contiguous());
+  auto gates = at::mm(x.view({T * B, z.I}), w_ih_.t()).view({T, B, G});
   auto out = at::empty({T, B, Hout}, opts);
   auto c_n = at::empty({B, H}, opts);
   auto cs = at::empty({save ? T : 0, B, H}, acc_opts);
@@ -133,8 +154,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "torchlstm_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto plan = cuda_plan::plan_persistent(B, H, z.proj, sizeof(scalar_t), sizeof(acc_t), limits);
-    TORCH_CHECK(forced != cuda_plan::ForwardPath::PERSISTENT || plan.ok, op,
+    auto plan = cuda_plan::plan_persistent(B, H, z.proj, sizeof(scalar_t), sizeof(acc_t), limits);
+    if (!allow_persistent) {
+      plan.ok = false;
+      plan.why = "one step (the cell ops)";
+    } else if (plan.ok && !cooperative_launch_ok(input_.get_device(), stream)) {
+      plan.ok = false;
+      plan.why = "no cooperative launch here (unsupported, or the stream is capturing a graph)";
+    }
+    TORCH_CHECK(forced != cuda_plan::ForwardPath::PERSISTENT || plan.ok || !allow_persistent, op,
                 ": the persistent forward path was forced but does not apply here: ", plan.why);
     if (cuda_plan::use_persistent(forced, plan, T)) {
       PersistentArgs<scalar_t, acc_t> args;
@@ -150,6 +178,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       args.c_n = c_n.data_ptr<scalar_t>();
       args.cs = save ? cs.data_ptr<acc_t>() : nullptr;
       args.mask = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+      args.rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
+      args.zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
+      args.zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
       args.hbuf = hbuf.data_ptr<acc_t>();
       args.T = T;
       args.B = B;
@@ -159,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       args.save = save;
       args.act = act;
       args.ract = ract;
-      if (run_persistent<scalar_t, acc_t>(plan, args, limits.sm_count, stream)) {
+      if (run_persistent<scalar_t, acc_t>(plan, args, limits, stream)) {
         cuda_plan::last_forward_path().store(2);
         return;
       }
@@ -168,8 +199,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     }
     // GEMM path
     cuda_plan::last_forward_path().store(1);
-    auto c = c0_.to(acc_opts).contiguous();  // the running cell state, in acc_t
+    // the running cell state, in acc_t: a copy (never c0 itself, which .to() would return
+    // for float32/float64 and the kernels would then overwrite)
+    auto c = at::empty({B, H}, acc_opts);
+    c.copy_(c0_);
     auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
+    const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
+    const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
+    const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
+    auto hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();  // h_{t-1} * recurrent_keep
+    const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
     ForwardStep<scalar_t, acc_t> k;
     k.b_ih = ptr_or_null<scalar_t, acc_t>(b1);
     k.b_hh = ptr_or_null<scalar_t, acc_t>(b2);
@@ -187,22 +226,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       const scalar_t* h_prev = s == 0 ? h0.data_ptr<scalar_t>() : out.data_ptr<scalar_t>() + tp * B * Hout;
       scalar_t* g_t = gates.data_ptr<scalar_t>() + t * B * G;
       scalar_t* out_t = out.data_ptr<scalar_t>() + t * B * Hout;
-      gemm_rm<scalar_t>(false, true, B, G, Hout, h_prev, Hout, w_hh.data_ptr<scalar_t>(), Hout,
-                        1.f, g_t, G);  // g_t += h_prev W_hh^T
+      const scalar_t* h_in = h_prev;  // what the recurrent products read
+      if (rk) {
+        mul_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+            hk.data_ptr<scalar_t>(), h_prev, rk, B * Hout);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        h_in = hk.data_ptr<scalar_t>();
+      }
+      gemm_rm<scalar_t>(false, true, B, G, Hout, h_in, Hout, w_hh.data_ptr<scalar_t>(), Hout,
+                        1.f, g_t, G);  // g_t += h_in W_hh^T
       k.g = g_t;
       k.h_prev = h_prev;
       k.r = z.proj ? r_ws.data_ptr<scalar_t>() : out_t;
       k.c_save = save ? cs.data_ptr<acc_t>() + t * B * H : nullptr;
       k.mask = mask.defined() ? mask.data_ptr<bool>() + t * B : nullptr;
+      k.zc = zc ? zc + t * B * H : nullptr;
+      k.zh = zh && !z.proj ? zh + t * B * Hout : nullptr;
       forward_step_kernel<scalar_t, acc_t><<<blocks, kPointwiseThreads, 0, stream>>>(k);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       if (z.proj) {
         gemm_rm<scalar_t>(false, true, B, Hout, H, r_ws.data_ptr<scalar_t>(), H,
                           w_hr.data_ptr<scalar_t>(), H, 0.f, out_t, Hout);  // h = r W_hr^T
-        if (k.mask) {
-          carry_masked_rows_kernel<scalar_t>
-              <<<static_cast<unsigned>(pointwise_blocks(B * Hout)), kPointwiseThreads, 0, stream>>>(
-                  out_t, h_prev, k.mask, B, Hout);
+        if (k.mask || zh) {
+          finish_projected_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+              out_t, h_prev, k.mask, zh ? zh + t * B * Hout : nullptr, B, Hout);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       }
@@ -218,9 +265,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
+    int64_t recurrent_activation, const OptTensor& input_keep, const OptTensor& recurrent_keep,
+    const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
   return run_forward("torchlstm.layer_forward", true, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                     mask, reverse, activation, recurrent_activation);
+                     mask, reverse, activation, recurrent_activation, input_keep, recurrent_keep,
+                     zoneout_h, zoneout_c);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cuda(
@@ -228,10 +277,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_inference_cuda(
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& mask, bool reverse, int64_t activation,
-    int64_t recurrent_activation) {
+    int64_t recurrent_activation, const OptTensor& input_keep, const OptTensor& recurrent_keep,
+    const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
   auto [out, h_n, c_n, gates, cs] =
       run_forward("torchlstm.layer_inference", false, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                  mask, reverse, activation, recurrent_activation);
+                  mask, reverse, activation, recurrent_activation, input_keep, recurrent_keep,
+                  zoneout_h, zoneout_c);
   return {out, h_n, c_n};
 }
 
@@ -243,13 +294,16 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
                     const at::Tensor& w_hh_, const c10::optional<at::Tensor>& w_hr_,
                     const c10::optional<at::Tensor>& mask_, const at::Tensor& output_,
                     const at::Tensor& gates_, const at::Tensor& cs_, bool reverse,
-                    int64_t activation, int64_t recurrent_activation) {
+                    int64_t activation, int64_t recurrent_activation,
+                    const OptTensor& input_keep, const OptTensor& recurrent_keep,
+                    const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
   const char* op = "torchlstm.layer_backward";
   check_input_dtype(op, input_);
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, c10::nullopt,
                                         c10::nullopt, w_hr_, mask_, activation,
                                         recurrent_activation);
   const c10::cuda::CUDAGuard guard(input_.device());
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   check_shape(op, "output", output_, {T, B, Hout}, input_);
   check_shape(op, "gates", gates_, {T, B, G}, input_);
@@ -266,7 +320,7 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
   if (grad_hn_.has_value()) check_shape(op, "grad_hn", *grad_hn_, {B, Hout}, input_);
   if (grad_cn_.has_value()) check_shape(op, "grad_cn", *grad_cn_, {B, H}, input_);
 
-  const auto input = input_.contiguous();
+  const auto x = reg.dropped_input(input_.contiguous());  // what W_ih saw
   const auto w_hh = w_hh_.contiguous();
   const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
   const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
@@ -287,8 +341,12 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
     const auto cs = cs_.contiguous();
     const auto c0 = c0_.to(acc_opts).contiguous();
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchlstm_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "torchlstm_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
+      const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
+      const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
+      const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
+      const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
       BackwardStep<scalar_t, acc_t> k;
       k.dc = dc.data_ptr<acc_t>();
       k.B = B;
@@ -305,11 +363,13 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
         const int64_t tp = reverse ? t + 1 : t - 1;
         const scalar_t* go_t = grad_out.defined() ? grad_out.data_ptr<scalar_t>() + t * B * Hout : nullptr;
         k.mask = mask.defined() ? mask.data_ptr<bool>() + t * B : nullptr;
+        const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
+        k.zc = zc ? zc + t * B * H : nullptr;
+        k.zh = z.proj ? nullptr : zh_t;
         if (z.proj) {
           scalar_t* dht = dh_all.data_ptr<scalar_t>() + t * B * Hout;
-          add_kernel<scalar_t, acc_t>
-              <<<static_cast<unsigned>(pointwise_blocks(B * Hout)), kPointwiseThreads, 0, stream>>>(
-                  dht, go_t, dh, B * Hout);
+          projected_grad_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+              dht, go_t, dh, k.mask, zh_t, B, Hout);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           gemm_rm<scalar_t>(false, false, B, H, Hout, dht, Hout, w_hr.data_ptr<scalar_t>(), H, 0.f,
                             dr_ws.data_ptr<scalar_t>(), H);  // dr = dh W_hr
@@ -327,33 +387,24 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
         k.c_prev = s == 0 ? c0.data_ptr<acc_t>() : cs.data_ptr<acc_t>() + tp * B * H;
         k.c = cs.data_ptr<acc_t>() + t * B * H;
         k.dg = dgates.data_ptr<scalar_t>() + t * B * G;
-        k.dh_prev = k.mask ? dh_nx : nullptr;
         backward_step_kernel<scalar_t, acc_t><<<blocks, kPointwiseThreads, 0, stream>>>(k);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        // dh_{t-1} (+)= dgates[t] W_hh
+        // dh_{t-1} = dgates[t] W_hh, then (mask, dropout, zoneout) what else reaches h_{t-1}
         gemm_rm<scalar_t>(false, false, B, Hout, G, k.dg, G, w_hh.data_ptr<scalar_t>(), Hout,
-                          k.mask ? 1.f : 0.f, dh_nx, Hout);
+                          0.f, dh_nx, Hout);
+        if (k.mask || rk || zh_t) {
+          dh_prev_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+              dh_nx, go_t, dh, k.mask, rk, zh_t, B, Hout);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
         std::swap(dh, dh_nx);
       }
       dh0 = dh == dh_a.data_ptr<scalar_t>() ? dh_a : dh_b;
     });
   }
 
-  // Weight and input gradients: a few large GEMMs over all T*B rows.
-  const auto dg2 = dgates.view({T * B, G});
-  auto d_input = at::mm(dg2, w_ih_).view({T, B, z.I});
-  auto d_w_ih = at::mm(dg2.t(), input.view({T * B, z.I}));
-  auto d_bias = dg2.sum(0);
-  const int64_t t_first = reverse ? T - 1 : 0;
-  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), h0_) : at::zeros({G, Hout}, opts);
-  if (T > 1) {
-    const auto output = output_.contiguous();
-    const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
-    const auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
-    d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
-  }
-  auto d_w_hr = z.proj ? at::mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
-                       : at::empty({0}, opts);
+  auto [d_input, d_w_ih, d_w_hh, d_bias, d_w_hr] =
+      weight_and_input_grads(z, reverse, dgates, x, w_ih_, h0_, output_, reg, dh_all, r_all);
   return {d_input, dh0, dc.to(opts.dtype()), d_w_ih, d_w_hh, d_bias, d_w_hr};
 }
 
@@ -368,7 +419,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cuda(
                     input.dim(), "-D");
   auto [out, h, c, gates, cs] =
       run_forward("torchlstm.cell_forward", true, input.unsqueeze(0), hx, cx, w_ih, w_hh, b_ih,
-                  b_hh, c10::nullopt, c10::nullopt, false, activation, recurrent_activation);
+                  b_hh, c10::nullopt, c10::nullopt, false, activation, recurrent_activation,
+                  c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt,
+                  /*allow_persistent=*/false);
   return {h, c, gates.squeeze(0)};
 }
 
@@ -388,7 +441,8 @@ cell_backward_cuda(const c10::optional<at::Tensor>& grad_h, const c10::optional<
   auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cuda(
       grad_h.has_value() ? c10::optional<at::Tensor>(grad_h->unsqueeze(0)) : c10::nullopt,
       c10::nullopt, grad_c, input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt,
-      h.unsqueeze(0), gates.unsqueeze(0), cs, false, activation, recurrent_activation);
+      h.unsqueeze(0), gates.unsqueeze(0), cs, false, activation, recurrent_activation,
+      c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
   return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
 }
 

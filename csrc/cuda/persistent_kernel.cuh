@@ -41,6 +41,9 @@ struct PersistentArgs {
   scalar_t* c_n;         // (B, H)
   acc_t* cs;             // (T, B, H) or null: cell states for backward
   const bool* mask;      // (T, B) or null
+  const scalar_t* rk;    // (B, H) recurrent dropout's keep mask, or null
+  const scalar_t* zh;    // (T, B, H) zoneout z of h, or null
+  const scalar_t* zc;    // (T, B, H) zoneout z of c, or null
   acc_t* hbuf;           // (2, B, H) exchange buffer
   int64_t T, B, H, U;
   bool reverse, save;
@@ -76,11 +79,11 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
   cg::grid_group grid = cg::this_grid();
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = a.reverse ? T - 1 - s : s;
-    if (s == 0) {
-      for (int64_t e = threadIdx.x; e < B * H; e += blockDim.x) hs[e] = static_cast<acc_t>(a.h0[e]);
-    } else {
-      const acc_t* src = a.hbuf + ((s - 1) & 1) * B * H;
-      for (int64_t e = threadIdx.x; e < B * H; e += blockDim.x) hs[e] = load_cg(src + e);
+    // h_{t-1} of every unit (times recurrent dropout's mask: what the products read)
+    const acc_t* src = a.hbuf + ((s - 1) & 1) * B * H;
+    for (int64_t e = threadIdx.x; e < B * H; e += blockDim.x) {
+      const acc_t hv = s == 0 ? static_cast<acc_t>(a.h0[e]) : load_cg(src + e);
+      hs[e] = a.rk ? hv * static_cast<acc_t>(a.rk[e]) : hv;
     }
     __syncthreads();
 
@@ -123,9 +126,11 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
             for (int q = 0; q < 4; ++q) pre[q] = acc[bb][q];
         const int64_t b = lane;
         scalar_t* g = a.gates + (t * B + b) * 4 * H + j;
+        const int64_t e = b * H + j, te = t * B * H + e;
+        const acc_t h_old = s == 0 ? static_cast<acc_t>(a.h0[e]) : load_cg(src + e);  // undropped
         acc_t h;
         if (a.mask && !a.mask[t * B + b]) {  // masked step: h and c carry over
-          h = hs[b * H + j];
+          h = h_old;
           if (a.save)
             for (int q = 0; q < 4; ++q) g[q * H] = scalar_t(0);
         } else {
@@ -136,13 +141,19 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
             if (a.b_hh) pre[q] += static_cast<acc_t>(a.b_hh[q * H + j]);
             if (a.save) g[q * H] = static_cast<scalar_t>(pre[q]);
           }
-          const auto o = cell_forward<acc_t>(a.act, a.ract, pre[0], pre[1], pre[2], pre[3], c);
+          const auto o =
+              a.zc ? cell_forward_zoneout<acc_t>(a.act, a.ract, pre[0], pre[1], pre[2], pre[3], c,
+                                                 static_cast<acc_t>(a.zc[te]))
+                   : cell_forward<acc_t>(a.act, a.ract, pre[0], pre[1], pre[2], pre[3], c);
           c = o.c;
-          h = o.r;
+          h = a.zh ? zoneout_blend<acc_t>(static_cast<acc_t>(a.zh[te]), h_old, o.r) : o.r;
         }
-        a.out[(t * B + b) * H + j] = static_cast<scalar_t>(h);
-        a.hbuf[(s & 1) * B * H + b * H + j] = h;
-        if (a.cs) a.cs[(t * B + b) * H + j] = c;
+        // h as the output dtype holds it (float16/bfloat16 round here): the next step, the
+        // GEMM path and backward's dW_hh (which reads the output) all see the same h
+        h = static_cast<acc_t>(static_cast<scalar_t>(h));
+        a.out[te] = static_cast<scalar_t>(h);
+        a.hbuf[(s & 1) * B * H + e] = h;
+        if (a.cs) a.cs[te] = c;
       }
     }
     grid.sync();

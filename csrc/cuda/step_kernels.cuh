@@ -33,6 +33,8 @@ struct ForwardStep {
   scalar_t* r;             // (B, H) o * act(c): h_t itself, or the projection's input
   acc_t* c_save;           // (B, H) cs[t] for backward, or null
   const bool* mask;        // (B) mask[t], or null
+  const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
+  const scalar_t* zh;      // (B, H) zoneout z of h at step t (no projection), or null
   int64_t B, H;
   bool save, proj;
   Activation act, ract;
@@ -59,32 +61,76 @@ __global__ void forward_step_kernel(ForwardStep<scalar_t, acc_t> a) {
     if (a.b_hh) v[q] += load<scalar_t, acc_t>(a.b_hh, q * H + j);
     if (a.save) g[q * H] = static_cast<scalar_t>(v[q]);
   }
-  const auto o = cell_forward<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3], a.c[idx]);
+  const auto o = a.zc ? cell_forward_zoneout<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3],
+                                                    a.c[idx], load<scalar_t, acc_t>(a.zc, idx))
+                      : cell_forward<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3], a.c[idx]);
   a.c[idx] = o.c;
-  a.r[idx] = static_cast<scalar_t>(o.r);
+  const acc_t r = a.zh ? zoneout_blend<acc_t>(load<scalar_t, acc_t>(a.zh, idx),
+                                              load<scalar_t, acc_t>(a.h_prev, idx), o.r)
+                       : o.r;
+  a.r[idx] = static_cast<scalar_t>(r);
   if (a.c_save) a.c_save[idx] = o.c;
 }
 
-// With a projection and a mask: out[t] rows of masked batch entries get h_{t-1} back
-// after the projection GEMM wrote them. One thread per (b, k < Hout).
-template <typename scalar_t>
-__global__ void carry_masked_rows_kernel(scalar_t* out, const scalar_t* h_prev, const bool* mask,
-                                         int64_t B, int64_t Hout) {
+// With a projection, after the projection GEMM wrote out[t]: masked rows get h_{t-1}
+// back, the others zoneout's blend with h_{t-1} (zh given). One thread per (b, k < Hout).
+template <typename scalar_t, typename acc_t>
+__global__ void finish_projected_kernel(scalar_t* out, const scalar_t* h_prev, const bool* mask,
+                                        const scalar_t* zh, int64_t B, int64_t Hout) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * Hout) return;
-  if (!mask[idx / Hout]) out[idx] = h_prev[idx];
+  if (mask && !mask[idx / Hout])
+    out[idx] = h_prev[idx];
+  else if (zh)
+    out[idx] = static_cast<scalar_t>(zoneout_blend<acc_t>(load<scalar_t, acc_t>(zh, idx),
+                                                          load<scalar_t, acc_t>(h_prev, idx),
+                                                          load<scalar_t, acc_t>(out, idx)));
 }
 
-// dst = a + b (either may be null: zero). With a projection, the total gradient reaching
-// h_t (from the output and from step t+1), kept for dW_hr.
+// dst = a * b: recurrent dropout, the recurrent GEMM's input h_{t-1} * recurrent_keep.
 template <typename scalar_t, typename acc_t>
-__global__ void add_kernel(scalar_t* dst, const scalar_t* a, const scalar_t* b, int64_t n) {
+__global__ void mul_kernel(scalar_t* dst, const scalar_t* a, const scalar_t* b, int64_t n) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
-  acc_t s = 0;
-  if (a) s += load<scalar_t, acc_t>(a, idx);
-  if (b) s += load<scalar_t, acc_t>(b, idx);
-  dst[idx] = static_cast<scalar_t>(s);
+  dst[idx] = static_cast<scalar_t>(load<scalar_t, acc_t>(a, idx) * load<scalar_t, acc_t>(b, idx));
+}
+
+// With a projection, before the backward step: the gradient reaching the projection's
+// output h~ at step t, kept in dh_all[t] for dW_hr: go + dh (the output's gradient and
+// step t+1's), times 1 - z of h's zoneout at unmasked rows. go may be null (zero).
+template <typename scalar_t, typename acc_t>
+__global__ void projected_grad_kernel(scalar_t* dht, const scalar_t* go, const scalar_t* dh,
+                                      const bool* mask, const scalar_t* zh, int64_t B,
+                                      int64_t Hout) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= B * Hout) return;
+  acc_t s = load<scalar_t, acc_t>(dh, idx);
+  if (go) s += load<scalar_t, acc_t>(go, idx);
+  if (zh && !(mask && !mask[idx / Hout])) s *= acc_t(1) - load<scalar_t, acc_t>(zh, idx);
+  dht[idx] = static_cast<scalar_t>(s);
+}
+
+// After the dh GEMM (dh_prev = dgates[t] W_hh), where a mask or a regulariser applies:
+// the total gradient of h_t is go + dh; a masked row carried h over, so it passes on
+// whole; otherwise the GEMM read h_{t-1} * recurrent_keep, and zoneout kept z of h_{t-1}:
+//   dh_prev = masked ? go + dh : dh_prev * rk + z (go + dh).
+template <typename scalar_t, typename acc_t>
+__global__ void dh_prev_kernel(scalar_t* dh_prev, const scalar_t* go, const scalar_t* dh,
+                               const bool* mask, const scalar_t* rk, const scalar_t* zh,
+                               int64_t B, int64_t Hout) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= B * Hout) return;
+  acc_t total = load<scalar_t, acc_t>(dh, idx);
+  if (go) total += load<scalar_t, acc_t>(go, idx);
+  acc_t d;
+  if (mask && !mask[idx / Hout]) {
+    d = total;
+  } else {
+    d = load<scalar_t, acc_t>(dh_prev, idx);
+    if (rk) d *= load<scalar_t, acc_t>(rk, idx);
+    if (zh) d += load<scalar_t, acc_t>(zh, idx) * total;
+  }
+  dh_prev[idx] = static_cast<scalar_t>(d);
 }
 
 // Backward of step t: the gate gradients dgates[t] and dc carried to t-1. The GEMM
@@ -100,10 +146,10 @@ struct BackwardStep {
   const scalar_t* dr;      // (B, H) with a projection: dh_all[t] W_hr; else null
   acc_t* dc;               // (B, H) dc_t in, dc_{t-1} out
   scalar_t* dg;            // (B, 4H) out
-  scalar_t* r_save;        // (B, H) with a projection: o * act(c) for dW_hr; else null
-  scalar_t* dh_prev;       // (B, Hout) with a mask: masked rows get the total dh (h was
-                           // carried), others 0, and the GEMM adds onto it; else null
+  scalar_t* r_save;        // (B, H) with a projection: o * act(c~) for dW_hr; else null
   const bool* mask;        // (B) or null
+  const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
+  const scalar_t* zh;      // (B, H) zoneout z of h at step t (no projection), or null
   int64_t B, H, Hout;
   bool proj;
   Activation act, ract;
@@ -114,26 +160,27 @@ __global__ void backward_step_kernel(BackwardStep<scalar_t, acc_t> a) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= a.B * a.H) return;
   const int64_t H = a.H, b = idx / H, j = idx - b * H;
-  const bool masked = a.mask && !a.mask[b];
-  acc_t dh_total = 0;  // gradient reaching h_t, for unit j < Hout
-  if (j < a.Hout) {
-    const int64_t k = b * a.Hout + j;
-    dh_total = load<scalar_t, acc_t>(a.dh, k);
-    if (!a.proj && a.go) dh_total += load<scalar_t, acc_t>(a.go, k);
-    if (a.dh_prev) a.dh_prev[k] = masked ? static_cast<scalar_t>(dh_total) : scalar_t(0);
-  }
   scalar_t* dg = a.dg + b * 4 * H + j;
-  if (masked) {  // nothing computed at this step: no gate gradient, dc passes through
+  if (a.mask && !a.mask[b]) {  // nothing computed at this step: no gate gradient, dc passes
     for (int q = 0; q < 4; ++q) dg[q * H] = scalar_t(0);
     if (a.r_save) a.r_save[idx] = scalar_t(0);
     return;
   }
-  const acc_t dr = a.proj ? load<scalar_t, acc_t>(a.dr, idx) : dh_total;
+  acc_t dr;  // the gradient reaching r = o * act(c~)
+  if (a.proj) {
+    dr = load<scalar_t, acc_t>(a.dr, idx);
+  } else {  // h = r (Hout = H): the output's gradient plus step t+1's, zoned out
+    dr = load<scalar_t, acc_t>(a.dh, idx);
+    if (a.go) dr += load<scalar_t, acc_t>(a.go, idx);
+    if (a.zh) dr *= acc_t(1) - load<scalar_t, acc_t>(a.zh, idx);
+  }
   const scalar_t* g = a.g + b * 4 * H + j;
-  const auto o = cell_backward<acc_t>(a.act, a.ract, load<scalar_t, acc_t>(g, 0),
-                                      load<scalar_t, acc_t>(g, H), load<scalar_t, acc_t>(g, 2 * H),
-                                      load<scalar_t, acc_t>(g, 3 * H), a.c_prev[idx], a.c[idx], dr,
-                                      a.dc[idx]);
+  const acc_t ai = load<scalar_t, acc_t>(g, 0), af = load<scalar_t, acc_t>(g, H),
+              ag = load<scalar_t, acc_t>(g, 2 * H), ao = load<scalar_t, acc_t>(g, 3 * H);
+  const auto o = a.zc ? cell_backward_zoneout<acc_t>(a.act, a.ract, ai, af, ag, ao, a.c_prev[idx],
+                                                     dr, a.dc[idx], load<scalar_t, acc_t>(a.zc, idx))
+                      : cell_backward<acc_t>(a.act, a.ract, ai, af, ag, ao, a.c_prev[idx],
+                                             a.c[idx], dr, a.dc[idx]);
   dg[0] = static_cast<scalar_t>(o.d_i);
   dg[H] = static_cast<scalar_t>(o.d_f);
   dg[2 * H] = static_cast<scalar_t>(o.d_g);
