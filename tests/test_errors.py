@@ -198,3 +198,31 @@ def test_double_backward_is_a_clear_error_not_a_wrong_answer():
 def test_op_zero_dim_projection_weight():
     with pytest.raises(ValueError, match="w_hr must have shape"):
         ops.layer_forward(*op_args(w_hr=torch.tensor(1.0)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cpu_is_a_clear_error(dtype):
+    """float16/bfloat16 run on CUDA; the CPU kernels say so instead of computing wrongly."""
+    args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for a in op_args()]
+    with pytest.raises(TypeError, match="on CPU \\(float16 and bfloat16 run on CUDA\\)"):
+        ops.layer_forward(*args)
+    m = torchlstm.LSTM(3, 4).to(dtype)
+    with pytest.raises(TypeError, match="float16 and bfloat16 run on CUDA"):
+        m(torch.randn(5, 2, 3, dtype=dtype))
+
+
+def test_cpu_autocast_keeps_float32():
+    """torch.autocast on the CPU leaves torchlstm in its parameters' dtype (the CUDA
+    autocast casts to the autocast dtype, as cuDNN's nn.LSTM: tests/test_cuda.py)."""
+    m = torchlstm.LSTM(3, 4, num_layers=2)
+    cell = torchlstm.LSTMCell(3, 4)
+    x = torch.randn(5, 2, 3)
+    expected, (h, c) = m(x)
+    expected_cell = cell(x[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h2, c2) = m(x)
+        out_cell = cell(x[0])
+    assert out.dtype == torch.float32
+    assert torch.equal(out, expected) and torch.equal(h2, h) and torch.equal(c2, c)
+    assert torch.equal(out_cell[0], expected_cell[0])

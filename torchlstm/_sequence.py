@@ -125,6 +125,22 @@ def draw_regularizers(reg: Regularizers, training: bool, T: int, B: int, I: int,
     return ik, rk, zh, zc
 
 
+def autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """Under torch.autocast on CUDA, the dtype the LSTM runs in — inputs, states and
+    weights cast to it, as cuDNN's nn.LSTM is — else None. CPU autocast leaves torchlstm
+    in the parameters' dtype (its CPU kernels are float32/float64)."""
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return None
+
+
+def autocast_cast(dtype: Optional[torch.dtype], *tensors):
+    """tensors cast to dtype (None: unchanged; None entries stay None)."""
+    if dtype is None:
+        return tensors
+    return tuple(t if t is None else t.to(dtype) for t in tensors)
+
+
 def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights],
               num_layers: int, num_directions: int, mask: Optional[Tensor], activation,
               recurrent_activation, dropout: float = 0.0, training: bool = False,
@@ -137,6 +153,10 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
     Returns (output (T,B,D*Hout), h_n (L*D,B,Hout), c_n (L*D,B,H)), as nn.LSTM."""
     if x.shape[0] == 0:  # nn.LSTM's error, word for word
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+    ac = autocast_dtype(x)
+    if ac is not None:
+        x, h0, c0 = autocast_cast(ac, x, h0, c0)
+        weights = [LayerWeights(*autocast_cast(ac, *w)) for w in weights]
     # Without autograd the inference op runs: it saves nothing for backward.
     infer = not torch.is_grad_enabled() or not (
         x.requires_grad or h0.requires_grad or c0.requires_grad

@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 from . import _init, _unfused, activations
 from ._ops import ops
-from ._sequence import LayerWeights, configure_regularizers, generator, regularizers_repr, run_stack
+from ._sequence import (LayerWeights, autocast_cast, autocast_dtype, configure_regularizers,
+                        generator, regularizers_repr, run_stack)
 
 
 class LSTMCell(nn.Module):
@@ -76,7 +77,7 @@ class LSTMCell(nn.Module):
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
         w = self.weight_ih
-        if input.dtype != w.dtype:
+        if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "
                              f"({w.dtype})")
         if input.device != w.device:
@@ -93,7 +94,7 @@ class LSTMCell(nn.Module):
         if t.size(1) != self.hidden_size:
             raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {t.size(1)}, "
                                f"expected {self.hidden_size}")
-        if t.dtype != like.dtype or t.device != like.device:
+        if (t.dtype != like.dtype and autocast_dtype(like) is None) or t.device != like.device:
             raise RuntimeError(f"hx[{index}] must have the dtype and device of input "
                                f"({like.dtype}, {like.device}), got ({t.dtype}, {t.device})")
 
@@ -128,15 +129,18 @@ class LSTMCell(nn.Module):
                                 0.0, self.training, self._regularizers,
                                 generator(self, input.device))
             h, c = h[0], c[0]
-        elif callable(self._activation_id) or callable(self._recurrent_activation_id):
-            _, h, c = _unfused.layer_forward(
-                input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, self.bias_ih,
-                self.bias_hh, None, None, False, activations.as_function(self._activation_id),
-                activations.as_function(self._recurrent_activation_id))
-        else:
-            h, c, _ = ops.cell_forward(input, h0, c0, self.weight_ih, self.weight_hh,
-                                       self.bias_ih, self.bias_hh, self._activation_id,
-                                       self._recurrent_activation_id)
+        else:  # under CUDA autocast everything in its dtype (run_stack does the same)
+            input, h0, c0, w_ih, w_hh, b_ih, b_hh = autocast_cast(
+                autocast_dtype(input), input, h0, c0, self.weight_ih, self.weight_hh,
+                self.bias_ih, self.bias_hh)
+            if callable(self._activation_id) or callable(self._recurrent_activation_id):
+                _, h, c = _unfused.layer_forward(
+                    input.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False,
+                    activations.as_function(self._activation_id),
+                    activations.as_function(self._recurrent_activation_id))
+            else:
+                h, c, _ = ops.cell_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                           self._activation_id, self._recurrent_activation_id)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c

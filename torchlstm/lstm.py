@@ -10,9 +10,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _init, activations
-from ._sequence import (LayerWeights, check_flags, check_mask, configure_regularizers, generator,
-                        keras_masked_output, keras_repr, keras_result, last_output, pack_like,
-                        regularizers_repr, run_stack, unpack)
+from ._sequence import (LayerWeights, autocast_dtype, check_flags, check_mask,
+                        configure_regularizers, generator, keras_masked_output, keras_repr,
+                        keras_result, last_output, pack_like, regularizers_repr, run_stack,
+                        unpack)
 
 
 def check_keras_flags(return_sequences, return_state):
@@ -205,7 +206,7 @@ class LSTM(nn.Module):
     # ------------------------------------------------------------------ checks
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
         w = self.weight_ih_l0
-        if input.dtype != w.dtype:
+        if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
                 f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
@@ -254,7 +255,7 @@ class LSTM(nn.Module):
         if c0.shape != c_shape:
             raise RuntimeError(f"Expected hidden[1] size {c_shape}, got {list(c0.shape)}")
         for i, t in enumerate((h0, c0)):
-            if t.dtype != x.dtype or t.device != x.device:
+            if (t.dtype != x.dtype and autocast_dtype(x) is None) or t.device != x.device:
                 raise RuntimeError(f"hx[{i}] must have the dtype and device of input "
                                    f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
         if permutation is not None:
