@@ -83,7 +83,9 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
     const acc_t* src = a.hbuf + ((s - 1) & 1) * B * H;
     for (int64_t e = threadIdx.x; e < B * H; e += blockDim.x) {
       const acc_t hv = s == 0 ? static_cast<acc_t>(a.h0[e]) : load_cg(src + e);
-      hs[e] = a.rk ? hv * static_cast<acc_t>(a.rk[e]) : hv;
+      // (the product rounded to the storage dtype, as the GEMM path and dW_hh have it)
+      hs[e] = a.rk ? static_cast<acc_t>(static_cast<scalar_t>(hv * static_cast<acc_t>(a.rk[e])))
+                   : hv;
     }
     __syncthreads();
 

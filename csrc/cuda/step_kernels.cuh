@@ -34,7 +34,7 @@ struct ForwardStep {
   acc_t* c_save;           // (B, H) cs[t] for backward, or null
   const bool* mask;        // (B) mask[t], or null
   const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
-  const scalar_t* zh;      // (B, H) zoneout z of h at step t (no projection), or null
+  const scalar_t* zh;      // (B, Hout = H) zoneout z of h at step t (no projection), or null
   int64_t B, H;
   bool save, proj;
   Activation act, ract;
@@ -149,7 +149,7 @@ struct BackwardStep {
   scalar_t* r_save;        // (B, H) with a projection: o * act(c~) for dW_hr; else null
   const bool* mask;        // (B) or null
   const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
-  const scalar_t* zh;      // (B, H) zoneout z of h at step t (no projection), or null
+  const scalar_t* zh;      // (B, Hout = H) zoneout z of h at step t (no projection), or null
   int64_t B, H, Hout;
   bool proj;
   Activation act, ract;
