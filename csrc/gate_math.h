@@ -282,15 +282,23 @@ struct CellForward {
   T r;
 };
 
+// The four activated gates of a unit.
+template <typename T>
+struct Gates {
+  T i, f, g, o;
+};
+
+template <typename T>
+TL_HD Gates<T> activate_gates(Activation act, Activation ract, T a_i, T a_f, T a_g, T a_o) {
+  return {activate(ract, a_i), activate(ract, a_f), activate(act, a_g), activate(ract, a_o)};
+}
+
 template <typename T>
 TL_HD CellForward<T> cell_forward(Activation act, Activation ract, T a_i, T a_f,
                                   T a_g, T a_o, T c_prev) {
-  const T i = activate(ract, a_i);
-  const T f = activate(ract, a_f);
-  const T g = activate(act, a_g);
-  const T o = activate(ract, a_o);
-  const T c = f * c_prev + i * g;
-  return {c, o * activate(act, c)};
+  const Gates<T> s = activate_gates(act, ract, a_i, a_f, a_g, a_o);
+  const T c = s.f * c_prev + s.i * s.g;
+  return {c, s.o * activate(act, c)};
 }
 
 // Backward of the same unit. Inputs: the saved pre-activations, c_prev, c, the
@@ -303,23 +311,29 @@ struct CellBackward {
   T r;  // o * act(c), recomputed: the projection's weight gradient needs it
 };
 
+// What both backward variants share: from the activated gates s, tc = act(c) and the
+// total gradient dc reaching c (the one r = o * tc was computed from), the gradients of
+// the pre-activations, f * dc toward c_prev, and r.
+template <typename T>
+TL_HD CellBackward<T> gate_gradients(Activation act, Activation ract, T a_i, T a_f, T a_g,
+                                     T a_o, const Gates<T>& s, T c_prev, T tc, T dc, T dr) {
+  CellBackward<T> out;
+  out.d_i = dc * s.g * activate_grad(ract, a_i, s.i);
+  out.d_f = dc * c_prev * activate_grad(ract, a_f, s.f);
+  out.d_g = dc * s.i * activate_grad(act, a_g, s.g);
+  out.d_o = dr * tc * activate_grad(ract, a_o, s.o);
+  out.dc_prev = dc * s.f;
+  out.r = s.o * tc;
+  return out;
+}
+
 template <typename T>
 TL_HD CellBackward<T> cell_backward(Activation act, Activation ract, T a_i, T a_f,
                                     T a_g, T a_o, T c_prev, T c, T dr, T dc_next) {
-  const T i = activate(ract, a_i);
-  const T f = activate(ract, a_f);
-  const T g = activate(act, a_g);
-  const T o = activate(ract, a_o);
+  const Gates<T> s = activate_gates(act, ract, a_i, a_f, a_g, a_o);
   const T tc = activate(act, c);
-  const T dc = dc_next + dr * o * activate_grad(act, c, tc);
-  CellBackward<T> out;
-  out.d_i = dc * g * activate_grad(ract, a_i, i);
-  out.d_f = dc * c_prev * activate_grad(ract, a_f, f);
-  out.d_g = dc * i * activate_grad(act, a_g, g);
-  out.d_o = dr * tc * activate_grad(ract, a_o, o);
-  out.dc_prev = dc * f;
-  out.r = o * tc;
-  return out;
+  const T dc = dc_next + dr * s.o * activate_grad(act, c, tc);
+  return gate_gradients(act, ract, a_i, a_f, a_g, a_o, s, c_prev, tc, dc, dr);
 }
 
 // Zoneout (Krueger et al. 2016): z * old + (1 - z) * fresh. z is 0 or 1 per element in
@@ -348,20 +362,12 @@ TL_HD CellForward<T> cell_forward_zoneout(Activation act, Activation ract, T a_i
 template <typename T>
 TL_HD CellBackward<T> cell_backward_zoneout(Activation act, Activation ract, T a_i, T a_f,
                                             T a_g, T a_o, T c_prev, T dr, T dc_next, T z_c) {
-  const T i = activate(ract, a_i);
-  const T f = activate(ract, a_f);
-  const T g = activate(act, a_g);
-  const T o = activate(ract, a_o);
-  const T c = f * c_prev + i * g;  // c~
+  const Gates<T> s = activate_gates(act, ract, a_i, a_f, a_g, a_o);
+  const T c = s.f * c_prev + s.i * s.g;  // c~
   const T tc = activate(act, c);
-  const T dc = (T(1) - z_c) * dc_next + dr * o * activate_grad(act, c, tc);
-  CellBackward<T> out;
-  out.d_i = dc * g * activate_grad(ract, a_i, i);
-  out.d_f = dc * c_prev * activate_grad(ract, a_f, f);
-  out.d_g = dc * i * activate_grad(act, a_g, g);
-  out.d_o = dr * tc * activate_grad(ract, a_o, o);
-  out.dc_prev = z_c * dc_next + dc * f;
-  out.r = o * tc;
+  const T dc = (T(1) - z_c) * dc_next + dr * s.o * activate_grad(act, c, tc);
+  CellBackward<T> out = gate_gradients(act, ract, a_i, a_f, a_g, a_o, s, c_prev, tc, dc, dr);
+  out.dc_prev = out.dc_prev + z_c * dc_next;
   return out;
 }
 

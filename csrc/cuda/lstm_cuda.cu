@@ -154,6 +154,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "torchlstm_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
+    const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
+    const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
     auto plan = cuda_plan::plan_persistent(B, H, z.proj, sizeof(scalar_t), sizeof(acc_t), limits);
     if (!allow_persistent) {
       plan.ok = false;
@@ -178,9 +181,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       args.c_n = c_n.data_ptr<scalar_t>();
       args.cs = save ? cs.data_ptr<acc_t>() : nullptr;
       args.mask = mask.defined() ? mask.data_ptr<bool>() : nullptr;
-      args.rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
-      args.zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
-      args.zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
+      args.rk = rk;
+      args.zh = zh;
+      args.zc = zc;
       args.hbuf = hbuf.data_ptr<acc_t>();
       args.T = T;
       args.B = B;
@@ -204,9 +207,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     auto c = at::empty({B, H}, acc_opts);
     c.copy_(c0_);
     auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
-    const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
-    const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
-    const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
     auto hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();  // h_{t-1} * recurrent_keep
     const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
     ForwardStep<scalar_t, acc_t> k;
