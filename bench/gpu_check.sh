@@ -24,7 +24,7 @@ VERSIONS=$($PY -c "import torch, sys; print(f'torch {torch.__version__} (CUDA {t
 stamp "device: $DEVICE; $VERSIONS"
 
 stamp "building (log: $OUT_DIR/build.log)"
-if ! timeout 300 $PY setup.py build_ext --inplace > "$OUT_DIR/build.log" 2>&1; then
+if ! timeout 200 $PY setup.py build_ext --inplace > "$OUT_DIR/build.log" 2>&1; then
   tail -n 60 "$OUT_DIR/build.log"
   stamp "BUILD FAILED"
   exit 1
@@ -34,7 +34,9 @@ grep -h "torchlstm: building" "$OUT_DIR/build.log" | head -1
 stamp "built"
 
 stamp "CUDA tests (log: $OUT_DIR/tests.log)"
-CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 240 $PY -m pytest -q -p no:cacheprovider -rfE \
+# several workers where pytest-xdist is installed (the GPU image has it)
+XDIST=$($PY -c "import xdist" >/dev/null 2>&1 && echo "-n 4" || true)
+CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 200 $PY -m pytest -q -p no:cacheprovider -rfE $XDIST \
   tests/test_cuda.py tests/test_cuda_plan.py tests/test_build.py > "$OUT_DIR/tests.log" 2>&1
 TEST_RC=$?
 TESTS=$(tail -n 1 "$OUT_DIR/tests.log")
@@ -44,7 +46,7 @@ stamp "tests: $TESTS (rc $TEST_RC)"
 stamp "benchmark vs cuDNN (log: $OUT_DIR/bench.txt)"
 BENCH_ARGS="--device cuda --no-compile --repeats 5 --out $OUT_DIR"
 [ "${QUICK:-0}" = "1" ] && BENCH_ARGS="$BENCH_ARGS --quick"
-timeout 240 $PY bench/bench.py $BENCH_ARGS > "$OUT_DIR/bench.txt" 2> "$OUT_DIR/bench.err"
+timeout 200 $PY bench/bench.py $BENCH_ARGS > "$OUT_DIR/bench.txt" 2> "$OUT_DIR/bench.err"
 BENCH_RC=$?
 [ $BENCH_RC -ne 0 ] && tail -n 30 "$OUT_DIR/bench.err"
 
