@@ -24,6 +24,21 @@ void check_dims(const char* op, const char* name, const at::Tensor& t,
 
 }  // namespace
 
+at::ScalarType cell_state_dtype(at::ScalarType input) {
+  return input == at::kHalf || input == at::kBFloat16 ? at::kFloat : input;
+}
+
+void check_cell_states(const char* op, const at::Tensor& cs, const LayerSizes& s,
+                       const at::Tensor& input) {
+  const auto want = cell_state_dtype(input.scalar_type());
+  TORCH_CHECK_TYPE(cs.scalar_type() == want, op, ": cs must have dtype ", want,
+                   " (the cell-state dtype of ", input.scalar_type(), " input), got ",
+                   cs.scalar_type());
+  TORCH_CHECK(cs.device() == input.device(), op, ": cs must be on the device of input (",
+              input.device(), "), got ", cs.device());
+  check_dims(op, "cs", cs, {s.T, s.B, s.H}, "(seq_len, batch, hidden_size)");
+}
+
 void check_shape(const char* op, const char* name, const at::Tensor& t,
                  at::IntArrayRef expected, const at::Tensor& like) {
   check_like(op, name, t, like);
@@ -65,11 +80,9 @@ LayerSizes check_layer_args(const char* op, const at::Tensor& input, const at::T
   TORCH_CHECK_VALUE(input.dim() == 3, op, ": input must be 3-D (seq_len, batch, input_size), got ",
                     input.dim(), "-D with shape ", input.sizes());
   const auto dtype = input.scalar_type();
-  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || (half && input.is_cuda()), op,
-                   ": input must be float32 or float64",
-                   input.is_cuda() ? ", float16 or bfloat16" : " on CPU (float16 and bfloat16 run on CUDA)",
-                   ", got ", dtype);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                       dtype == at::kBFloat16,
+                   op, ": input must be float16, bfloat16, float32 or float64, got ", dtype);
   TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
                     ": w_ih must have shape (4*hidden_size, input_size), got ", w_ih.sizes());
   TORCH_CHECK_VALUE(!w_hr.has_value() || w_hr->dim() == 2, op,

@@ -44,6 +44,14 @@ void check_regularizer_args(const char* op, const LayerSizes& s, const at::Tenso
                             const c10::optional<at::Tensor>& zoneout_h,
                             const c10::optional<at::Tensor>& zoneout_c);
 
+// The dtype cell states are kept and saved in: float32 for float16/bfloat16 input, else
+// the input's own.
+at::ScalarType cell_state_dtype(at::ScalarType input);
+
+// The saved cell states `cs` of layer_backward: (T, B, H) in cell_state_dtype(input).
+void check_cell_states(const char* op, const at::Tensor& cs, const LayerSizes& s,
+                       const at::Tensor& input);
+
 // A tensor that must have exactly `expected` as its shape (gradients, saved tensors).
 void check_shape(const char* op, const char* name, const at::Tensor& t,
                  at::IntArrayRef expected, const at::Tensor& like);

@@ -100,9 +100,10 @@ def test_forward_errors_hx_dtype_and_type():
 
 
 def test_unsupported_dtype_is_a_clear_error():
-    m = torchlstm.LSTM(5, 7, dtype=torch.float16)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        m(torch.randn(3, 2, 5, dtype=torch.float16))
+    args = [a.to(torch.complex64) if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a for a in op_args()]
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64, got ComplexFloat"):
+        ops.layer_forward(*args)
 
 
 def test_cell_errors_match_nn():
@@ -159,7 +160,10 @@ def op_args(**override):
     (dict(mask=torch.ones(3, 4, dtype=torch.bool)), ValueError, "mask must have shape"),
     (dict(activation=117), ValueError, "unknown activation id 117"),
     (dict(recurrent_activation=-1), ValueError, "unknown recurrent_activation id"),
-    (dict(input=torch.randn(4, 3, 5, dtype=torch.float16)), TypeError, "float32 or float64"),
+    (dict(input=torch.randn(4, 3, 5, dtype=torch.float16)), TypeError,
+     r"w_ih must have the dtype of input \(Half\)"),
+    (dict(input=torch.ones(4, 3, 5, dtype=torch.int64)), TypeError,
+     "float16, bfloat16, float32 or float64, got Long"),
 ])
 def test_op_argument_errors(override, exc, pattern):
     with pytest.raises(exc, match=pattern):
@@ -201,15 +205,45 @@ def test_op_zero_dim_projection_weight():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_on_cpu_is_a_clear_error(dtype):
-    """float16/bfloat16 run on CUDA; the CPU kernels say so instead of computing wrongly."""
+def test_half_precision_on_cpu_matches_float64(dtype):
+    """float16/bfloat16 on the CPU: computed in float32, results in the input's dtype,
+    within the dtype's rounding of the float64 answer; cell states saved in float32."""
+    torch.manual_seed(0)
+    ref = torchlstm.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4,
+                         dtype=torch.float64)
+    m = torchlstm.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4)
+    m.load_state_dict(ref.state_dict())
+    m = m.to(dtype)
+    x64 = torch.randn(10, 3, 8, dtype=torch.float64, requires_grad=True)
+    x = x64.detach().to(dtype).requires_grad_()
+    (o, (h, c)), (o64, (h64, c64)) = m(x), ref(x64)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    for a, e in ((o, o64), (h, h64), (c, c64)):
+        assert a.dtype == dtype
+        assert ((a.double() - e).norm() / e.norm()).item() < tol
+    g = torch.autograd.grad((o.float() * 1.5).sum() + c.float().sum(), [x, *m.parameters()])
+    g64 = torch.autograd.grad((o64 * 1.5).sum() + c64.sum(), [x64, *ref.parameters()])
+    for a, e in zip(g, g64):
+        assert a.dtype == dtype
+        assert ((a.double() - e).norm() / e.norm()).item() < 2 * tol
     args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
             for a in op_args()]
-    with pytest.raises(TypeError, match="on CPU \\(float16 and bfloat16 run on CUDA\\)"):
-        ops.layer_forward(*args)
-    m = torchlstm.LSTM(3, 4).to(dtype)
-    with pytest.raises(TypeError, match="float16 and bfloat16 run on CUDA"):
-        m(torch.randn(5, 2, 3, dtype=dtype))
+    out, h_n, c_n, gates, cs = ops.layer_forward(*args)
+    assert out.dtype == gates.dtype == dtype and cs.dtype == torch.float32
+    torch.library.opcheck(ops.layer_forward, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    cell = torchlstm.LSTMCell(8, 16).to(dtype)
+    h1, c1 = cell(x[0])
+    assert h1.dtype == dtype and torch.autograd.grad(h1.float().sum(), x)[0].dtype == dtype
+
+
+def test_cell_states_must_have_the_cell_state_dtype():
+    args = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a for a in op_args()]
+    out, h_n, c_n, gates, cs = ops.layer_forward(*args)
+    with pytest.raises(TypeError, match="cs must have dtype Float"):
+        ops.layer_backward(None, None, None, *args[:5], None, None, out, gates,
+                           cs.to(torch.bfloat16), False, 0, 1)
 
 
 def test_cpu_autocast_keeps_float32():

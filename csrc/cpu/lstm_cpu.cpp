@@ -431,6 +431,20 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
 
 // Shared by layer_forward (save = true: gates and cell states kept for backward) and
 // layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
+// float16 / bfloat16 on the CPU: the arguments (checked in their own dtype first) are
+// cast to float32, the float32 kernels run, and the results are cast back — except the
+// saved cell states, which stay float32 (as on CUDA). Correct and drop-in; no faster
+// than float32 (the SIMD gate maths and BLAS here are float32/float64).
+namespace {
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+at::Tensor up(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
+OptTensor up(const OptTensor& t) {
+  return t.has_value() && t->is_floating_point() ? OptTensor(t->to(at::kFloat)) : t;
+}
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
     const char* op, bool save, const at::Tensor& input_, const at::Tensor& h0_,
     const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
@@ -441,6 +455,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
   const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
+  if (is_half(input_)) {
+    const auto dt = input_.scalar_type();
+    auto [out, h_n, c_n, gates, cs] =
+        run_forward(op, save, up(input_), up(h0_), up(c0_), up(w_ih_), up(w_hh_), up(b_ih),
+                    up(b_hh), up(w_hr_), mask_, reverse, activation, recurrent_activation,
+                    up(input_keep), up(recurrent_keep), up(zoneout_h), up(zoneout_c));
+    return {out.to(dt), h_n.to(dt), c_n.to(dt), gates.to(dt), cs};
+  }
   const int64_t T = z.T, B = z.B;
   const auto input = reg.dropped_input(input_.contiguous());
   const auto h0 = h0_.contiguous();
@@ -531,10 +553,19 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   check_shape(op, "output", output_, {T, B, Hout}, input_);
   check_shape(op, "gates", gates_, {T, B, G}, input_);
-  check_shape(op, "cs", cs_, {T, B, H}, input_);
+  check_cell_states(op, cs_, z, input_);
   if (grad_output_.has_value()) check_shape(op, "grad_output", *grad_output_, {T, B, Hout}, input_);
   if (grad_hn_.has_value()) check_shape(op, "grad_hn", *grad_hn_, {B, Hout}, input_);
   if (grad_cn_.has_value()) check_shape(op, "grad_cn", *grad_cn_, {B, H}, input_);
+  if (is_half(input_)) {  // in float32, the gradients cast back (see run_forward)
+    const auto dt = input_.scalar_type();
+    auto grads = layer_backward_cpu(
+        up(grad_output_), up(grad_hn_), up(grad_cn_), up(input_), up(h0_), up(c0_), up(w_ih_),
+        up(w_hh_), up(w_hr_), mask_, up(output_), up(gates_), cs_, reverse, activation,
+        recurrent_activation, up(input_keep), up(recurrent_keep), up(zoneout_h), up(zoneout_c));
+    auto& [dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr] = grads;
+    return {dx.to(dt), dh0.to(dt), dc0.to(dt), dw_ih.to(dt), dw_hh.to(dt), db.to(dt), dw_hr.to(dt)};
+  }
 
   const auto opts = input_.options();
   const auto input = reg.dropped_input(input_.contiguous());  // what W_ih saw
@@ -609,8 +640,8 @@ cell_backward_cpu(const OptTensor& grad_h, const OptTensor& grad_c, const at::Te
   auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cpu(
       grad_h.has_value() ? OptTensor(grad_h->unsqueeze(0)) : c10::nullopt, c10::nullopt, grad_c,
       input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt, h.unsqueeze(0),
-      gates.unsqueeze(0), c.unsqueeze(0), false, activation, recurrent_activation, c10::nullopt,
-      c10::nullopt, c10::nullopt, c10::nullopt);
+      gates.unsqueeze(0), c.unsqueeze(0).to(cell_state_dtype(input.scalar_type())), false,
+      activation, recurrent_activation, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
   return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
 }
 

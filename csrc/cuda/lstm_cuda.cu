@@ -39,9 +39,6 @@ namespace {
 using cuda_plan::kPointwiseThreads;
 using cuda_plan::pointwise_blocks;
 
-at::ScalarType acc_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 cuda_plan::DeviceLimits device_limits(int device) {
   const cudaDeviceProp* p = at::cuda::getDeviceProperties(device);
@@ -127,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   const auto opts = input_.options();
-  const auto acc_opts = opts.dtype(acc_dtype(input_.scalar_type()));
+  const auto acc_opts = opts.dtype(cell_state_dtype(input_.scalar_type()));
   const auto h0 = h0_.contiguous();
   const auto w_hh = w_hh_.contiguous();
   const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
@@ -308,14 +305,8 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
   check_shape(op, "output", output_, {T, B, Hout}, input_);
   check_shape(op, "gates", gates_, {T, B, G}, input_);
   const auto opts = input_.options();
-  const auto acc_opts = opts.dtype(acc_dtype(input_.scalar_type()));
-  TORCH_CHECK_TYPE(cs_.scalar_type() == acc_opts.dtype(), op, ": cs must have dtype ",
-                   acc_opts.dtype(), " (the accumulation dtype of ", input_.scalar_type(),
-                   "), got ", cs_.scalar_type());
-  TORCH_CHECK(cs_.device() == input_.device(), op, ": cs must be on the device of input (",
-              input_.device(), "), got ", cs_.device());
-  TORCH_CHECK_VALUE(cs_.sizes() == at::IntArrayRef({T, B, H}), op, ": cs must have shape ",
-                    at::IntArrayRef({T, B, H}), ", got ", cs_.sizes());
+  const auto acc_opts = opts.dtype(cell_state_dtype(input_.scalar_type()));
+  check_cell_states(op, cs_, z, input_);
   if (grad_output_.has_value()) check_shape(op, "grad_output", *grad_output_, {T, B, Hout}, input_);
   if (grad_hn_.has_value()) check_shape(op, "grad_hn", *grad_hn_, {B, Hout}, input_);
   if (grad_cn_.has_value()) check_shape(op, "grad_cn", *grad_cn_, {B, H}, input_);
@@ -437,7 +428,7 @@ cell_backward_cuda(const c10::optional<at::Tensor>& grad_h, const c10::optional<
   check_input_dtype("torchlstm.cell_backward", input);
   // The cell op hands back c in the input dtype; the layer backward wants cell states in
   // the accumulation dtype.
-  const auto cs = c.unsqueeze(0).to(acc_dtype(input.scalar_type()));
+  const auto cs = c.unsqueeze(0).to(cell_state_dtype(input.scalar_type()));
   auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cuda(
       grad_h.has_value() ? c10::optional<at::Tensor>(grad_h->unsqueeze(0)) : c10::nullopt,
       c10::nullopt, grad_c, input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt,
