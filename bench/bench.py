@@ -215,14 +215,16 @@ def fmt_ratio(r, key):
 
 def table(rows, backend):
     gpu = any(r.get("cuda_path") for r in rows)
-    extra_h, extra_s = (" dtype | path |", "---|---|") if gpu else ("", "")
+    dtypes = len({r.get("dtype") for r in rows}) > 1
+    extra_h = (" dtype |" if gpu or dtypes else "") + (" path |" if gpu else "")
+    extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
              "vs eager loop | vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |",
              f"|---|---|{extra_s}---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
-        extra = f" {r['dtype']} | {r['cuda_path']} |" if gpu else ""
+        extra = (f" {r['dtype']} |" if gpu or dtypes else "") + (f" {r['cuda_path']} |" if gpu else "")
         nn_ms = f"{ms['nn.LSTM']:.2f}" if "nn.LSTM" in ms else "n/a"
         lines.append(f"| {r['case']} | {r['mode']} |{extra} {ms['torchlstm']:.2f} | {nn_ms} | ")
         lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
