@@ -2,6 +2,7 @@
 toolkit and a CUDA build of torch are both present.
 
 TORCHLSTM_FORCE_CPU=1 builds the CPU-only extension even where CUDA is available.
+TORCHLSTM_PTXAS_VERBOSE=1 puts ptxas' resource report of every CUDA kernel in the build log.
 TORCHLSTM_CPU_ARCH=generic builds the CPU kernels without AVX2 (they are built with
 AVX2+FMA where the build machine has both: the extension is built from source on the
 machine that runs it, and ATen's SIMD vectors then take their AVX2 form).
@@ -105,6 +106,8 @@ def extension():
     # No --use_fast_math: the activations are checked against Keras and float64
     # references, and fast-math's approximate exp/division would loosen that.
     nvcc_flags = ["-O3", "-lineinfo"]
+    if os.environ.get("TORCHLSTM_PTXAS_VERBOSE", "0") not in ("", "0"):
+        nvcc_flags += ["-Xptxas=-v"]  # the resource report (registers, spills) in the build log
     # The CUDA library headers ATen's CUDA headers include (cublas_v2.h, cusparse.h, ...)
     # come with torch's wheel (nvidia/cu*/include) where the toolkit lacks them; searched
     # after the toolkit's own (-isystem comes after every -I).

@@ -15,6 +15,7 @@ OUT_DIR=${OUT:-bench/out/gpu}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-python3}
 export TORCHLSTM_CUDA_ARCHS=${TORCHLSTM_CUDA_ARCHS:-90}
+export TORCHLSTM_PTXAS_VERBOSE=1
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 t0=$(date +%s)
 stamp() { echo "[gpu_check +$(( $(date +%s) - t0 ))s] $*"; }
@@ -30,8 +31,11 @@ if ! timeout 200 $PY setup.py build_ext --inplace > "$OUT_DIR/build.log" 2>&1; t
   exit 1
 fi
 grep -h "torchlstm: building" "$OUT_DIR/build.log" | head -1
-# the compiler's resource report of the CUDA kernels, for the notes (registers, spills)
-stamp "built"
+# the compiler's resource report of the CUDA kernels (registers, spills), for the notes
+grep -A3 "Compiling entry function" "$OUT_DIR/build.log" \
+  | grep -E "entry function|registers|spill" > "$OUT_DIR/ptxas.txt" || true
+SPILLS=$(grep -c "[1-9][0-9]* bytes spill" "$OUT_DIR/ptxas.txt" || true)
+stamp "built ($(grep -c "entry function" "$OUT_DIR/ptxas.txt" || true) kernels, $SPILLS with spills; $OUT_DIR/ptxas.txt)"
 
 stamp "CUDA tests (log: $OUT_DIR/tests.log)"
 # several workers where pytest-xdist is installed (the GPU image has it)
