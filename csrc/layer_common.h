@@ -14,16 +14,18 @@ namespace torchlstm {
 
 using OptTensor = c10::optional<at::Tensor>;
 
+// The data of an optional tensor (undefined: null), for the kernels' raw pointers.
+template <typename scalar_t>
+const scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+}
+
 // The regularisers of one op call (see ops.cpp), checked, contiguous, undefined where
 // absent. A 0-stride (eval-mode) zoneout z is materialised by contiguous().
 struct Regularizers {
   at::Tensor input_keep, recurrent_keep, zoneout_h, zoneout_c;
   Regularizers(const char* op, const LayerSizes& z, const at::Tensor& input, const OptTensor& ik,
                const OptTensor& rk, const OptTensor& zh, const OptTensor& zc);
-  template <typename scalar_t>
-  static const scalar_t* ptr(const at::Tensor& t) {
-    return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
-  }
   // x * input_keep (every step's input through the one mask), or x itself.
   at::Tensor dropped_input(const at::Tensor& x) const;
 };

@@ -1,7 +1,7 @@
 // lstm_cpu.cpp — the CPU kernels of the torchlstm ops.
 //
 // One direction of one layer over a whole sequence, forward and backward through time,
-// in C++. The structure (the CUDA kernels are to follow the same one):
+// in C++. The structure (the CUDA kernels, cuda/lstm_cuda.cu, follow it):
 //   forward:  input projection x W_ih^T        GEMMs over chunks of steps (T*B rows in all)
 //             per step: + h W_hh^T             one GEMM (BLAS called directly, blas.h: no
 //                                              dispatcher round-trip, no allocation)
@@ -429,8 +429,6 @@ bool backward_loop_team(int nt, const LayerSizes& z, bool reverse, Activation ac
 
 }  // namespace
 
-// Shared by layer_forward (save = true: gates and cell states kept for backward) and
-// layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
 // float16 / bfloat16 on the CPU: the arguments (checked in their own dtype first) are
 // cast to float32, the float32 kernels run, and the results are cast back — except the
 // saved cell states, which stay float32 (as on CUDA). Correct and drop-in; no faster
@@ -445,6 +443,8 @@ OptTensor up(const OptTensor& t) {
 }
 }  // namespace
 
+// Shared by layer_forward (save = true: gates and cell states kept for backward) and
+// layer_inference (save = false). Returns out, h_n, c_n, gates, cs.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
     const char* op, bool save, const at::Tensor& input_, const at::Tensor& h0_,
     const at::Tensor& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
@@ -454,8 +454,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     const OptTensor& zoneout_c) {
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
-  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   if (is_half(input_)) {
+    check_regularizer_args(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
     const auto dt = input_.scalar_type();
     auto [out, h_n, c_n, gates, cs] =
         run_forward(op, save, up(input_), up(h0_), up(c0_), up(w_ih_), up(w_hh_), up(b_ih),
@@ -463,6 +463,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
                     up(input_keep), up(recurrent_keep), up(zoneout_h), up(zoneout_c));
     return {out.to(dt), h_n.to(dt), c_n.to(dt), gates.to(dt), cs};
   }
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B;
   const auto input = reg.dropped_input(input_.contiguous());
   const auto h0 = h0_.contiguous();
@@ -495,9 +496,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
             c_n.data_ptr<scalar_t>(), z.proj ? r_ws.data_ptr<scalar_t>() : nullptr,
             save ? gates.data_ptr<scalar_t>() : nullptr,
             save ? cs.data_ptr<scalar_t>() : nullptr,
-            Regularizers::ptr<scalar_t>(reg.recurrent_keep),
+            data_or_null<scalar_t>(reg.recurrent_keep),
             hk.defined() ? hk.data_ptr<scalar_t>() : nullptr,
-            Regularizers::ptr<scalar_t>(reg.zoneout_h), Regularizers::ptr<scalar_t>(reg.zoneout_c));
+            data_or_null<scalar_t>(reg.zoneout_h), data_or_null<scalar_t>(reg.zoneout_c));
       };
       if (!run(threads_for(z))) run(1);
     });
@@ -549,7 +550,7 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, c10::nullopt,
                                         c10::nullopt, w_hr_, mask_, activation,
                                         recurrent_activation);
-  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
+  check_regularizer_args(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
   const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
   check_shape(op, "output", output_, {T, B, Hout}, input_);
   check_shape(op, "gates", gates_, {T, B, G}, input_);
@@ -566,6 +567,7 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
     auto& [dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr] = grads;
     return {dx.to(dt), dh0.to(dt), dc0.to(dt), dw_ih.to(dt), dw_hh.to(dt), db.to(dt), dw_hr.to(dt)};
   }
+  const Regularizers reg(op, z, input_, input_keep, recurrent_keep, zoneout_h, zoneout_c);
 
   const auto opts = input_.options();
   const auto input = reg.dropped_input(input_.contiguous());  // what W_ih saw
@@ -602,8 +604,8 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
             z.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
             z.proj ? r_all.data_ptr<scalar_t>() : nullptr,
             z.proj ? dr_ws.data_ptr<scalar_t>() : nullptr,
-            Regularizers::ptr<scalar_t>(reg.recurrent_keep),
-            Regularizers::ptr<scalar_t>(reg.zoneout_h), Regularizers::ptr<scalar_t>(reg.zoneout_c));
+            data_or_null<scalar_t>(reg.recurrent_keep),
+            data_or_null<scalar_t>(reg.zoneout_h), data_or_null<scalar_t>(reg.zoneout_c));
       };
       if (!run(threads_for(z))) run(1);
     });

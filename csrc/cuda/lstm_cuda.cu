@@ -39,22 +39,10 @@ namespace {
 using cuda_plan::kPointwiseThreads;
 using cuda_plan::pointwise_blocks;
 
-
 cuda_plan::DeviceLimits device_limits(int device) {
   const cudaDeviceProp* p = at::cuda::getDeviceProperties(device);
   return {p->multiProcessorCount, static_cast<int64_t>(p->sharedMemPerBlockOptin),
           p->maxThreadsPerBlock};
-}
-
-void check_input_dtype(const char* op, const at::Tensor& input) {
-  const auto t = input.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
-                   op, ": input must be float16, bfloat16, float32 or float64 on CUDA, got ", t);
-}
-
-template <typename scalar_t, typename acc_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
 }
 
 // Launches the persistent kernel; false where the device cannot hold the whole grid at
@@ -117,7 +105,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     bool reverse, int64_t activation, int64_t recurrent_activation, const OptTensor& input_keep,
     const OptTensor& recurrent_keep, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
     bool allow_persistent = true) {
-  check_input_dtype(op, input_);
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh, w_hr_,
                                         mask_, activation, recurrent_activation);
   const c10::cuda::CUDAGuard guard(input_.device());
@@ -151,9 +138,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "torchlstm_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
-    const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
-    const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
+    const scalar_t* rk = data_or_null<scalar_t>(reg.recurrent_keep);
+    const scalar_t* zh = data_or_null<scalar_t>(reg.zoneout_h);
+    const scalar_t* zc = data_or_null<scalar_t>(reg.zoneout_c);
     auto plan = cuda_plan::plan_persistent(B, H, z.proj, sizeof(scalar_t), sizeof(acc_t), limits);
     if (!allow_persistent) {
       plan.ok = false;
@@ -169,8 +156,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       auto hbuf = at::empty({2, B, H}, acc_opts);
       auto c0 = c0_.contiguous();
       args.w_hh = w_hh.data_ptr<scalar_t>();
-      args.b_ih = ptr_or_null<scalar_t, acc_t>(b1);
-      args.b_hh = ptr_or_null<scalar_t, acc_t>(b2);
+      args.b_ih = data_or_null<scalar_t>(b1);
+      args.b_hh = data_or_null<scalar_t>(b2);
       args.h0 = h0.data_ptr<scalar_t>();
       args.c0 = c0.data_ptr<scalar_t>();
       args.gates = gates.data_ptr<scalar_t>();
@@ -207,8 +194,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     auto hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();  // h_{t-1} * recurrent_keep
     const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
     ForwardStep<scalar_t, acc_t> k;
-    k.b_ih = ptr_or_null<scalar_t, acc_t>(b1);
-    k.b_hh = ptr_or_null<scalar_t, acc_t>(b2);
+    k.b_ih = data_or_null<scalar_t>(b1);
+    k.b_hh = data_or_null<scalar_t>(b2);
     k.c = c.data_ptr<acc_t>();
     k.B = B;
     k.H = H;
@@ -295,7 +282,6 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
                     const OptTensor& input_keep, const OptTensor& recurrent_keep,
                     const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
   const char* op = "torchlstm.layer_backward";
-  check_input_dtype(op, input_);
   const LayerSizes z = check_layer_args(op, input_, h0_, c0_, w_ih_, w_hh_, c10::nullopt,
                                         c10::nullopt, w_hr_, mask_, activation,
                                         recurrent_activation);
@@ -334,9 +320,9 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "torchlstm_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const scalar_t* rk = Regularizers::ptr<scalar_t>(reg.recurrent_keep);
-      const scalar_t* zh = Regularizers::ptr<scalar_t>(reg.zoneout_h);
-      const scalar_t* zc = Regularizers::ptr<scalar_t>(reg.zoneout_c);
+      const scalar_t* rk = data_or_null<scalar_t>(reg.recurrent_keep);
+      const scalar_t* zh = data_or_null<scalar_t>(reg.zoneout_h);
+      const scalar_t* zc = data_or_null<scalar_t>(reg.zoneout_c);
       const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
       BackwardStep<scalar_t, acc_t> k;
       k.dc = dc.data_ptr<acc_t>();
@@ -425,7 +411,6 @@ cell_backward_cuda(const c10::optional<at::Tensor>& grad_h, const c10::optional<
   TORCH_CHECK_VALUE(input.dim() == 2,
                     "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
                     input.dim(), "-D");
-  check_input_dtype("torchlstm.cell_backward", input);
   // The cell op hands back c in the input dtype; the layer backward wants cell states in
   // the accumulation dtype.
   const auto cs = c.unsqueeze(0).to(cell_state_dtype(input.scalar_type()));
