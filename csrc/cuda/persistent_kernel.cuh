@@ -129,7 +129,11 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
         const int64_t b = lane;
         scalar_t* g = a.gates + (t * B + b) * 4 * H + j;
         const int64_t e = b * H + j, te = t * B * H + e;
-        const acc_t h_old = s == 0 ? static_cast<acc_t>(a.h0[e]) : load_cg(src + e);  // undropped
+        // h_{t-1} itself (the carried state): the shared copy unless recurrent dropout
+        // scaled that one, then once more from memory
+        const acc_t h_old = !a.rk   ? hs[e]
+                            : s == 0 ? static_cast<acc_t>(a.h0[e])
+                                     : load_cg(src + e);
         acc_t h;
         if (a.mask && !a.mask[t * B + b]) {  // masked step: h and c carry over
           h = h_old;
