@@ -21,6 +21,18 @@ def assert_close(actual, expected, dtype, msg=""):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{msg}: {m}")
 
 
+def assert_same_lstm(expected, actual, x, **call):
+    """Two LSTM modules with the same weights give the same output, states and gradients
+    (of x and every parameter) on x, in float64."""
+    (o1, (h1, c1)), (o2, (h2, c2)) = expected(x, **call), actual(x, **call)
+    for a, e in ((o2, o1), (h2, h1), (c2, c1)):
+        assert_close(a, e, torch.float64)
+    g1 = torch.autograd.grad(o1.pow(2).sum() + c1.sum(), [x] + list(expected.parameters()))
+    g2 = torch.autograd.grad(o2.pow(2).sum() + c2.sum(), [x] + list(actual.parameters()))
+    for a, e in zip(g2, g1):
+        assert_close(a, e, torch.float64)
+
+
 def randn(*shape, dtype=torch.float64, requires_grad=False, scale=1.0):
     t = torch.randn(*shape, dtype=dtype) * scale
     return t.requires_grad_(requires_grad)

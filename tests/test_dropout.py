@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchlstm
-from conftest import assert_close, randn
+from conftest import assert_close, assert_same_lstm, randn
 from reference import lstm_layer
 from test_ops import CASES, layer_args, random_mask
 
@@ -382,13 +382,7 @@ def test_callable_activation_unfused_path_honours_the_options():
     x = randn(T, B, I, requires_grad=True)
     for mode in ("train", "eval"):
         getattr(fused, mode)(), getattr(unfused, mode)()
-        (o1, (h1, c1)), (o2, (h2, c2)) = fused(x), unfused(x)
-        for a, e in ((o2, o1), (h2, h1), (c2, c1)):
-            assert_close(a, e, torch.float64)
-        g1 = torch.autograd.grad(o1.pow(2).sum() + c1.sum(), [x] + list(fused.parameters()))
-        g2 = torch.autograd.grad(o2.pow(2).sum() + c2.sum(), [x] + list(unfused.parameters()))
-        for a, e in zip(g2, g1):
-            assert_close(a, e, torch.float64)
+        assert_same_lstm(fused, unfused, x)
     with pytest.warns(UserWarning, match="unfused"):
         cell = torchlstm.LSTMCell(I, H, recurrent_activation=lambda v: torch.sigmoid(v),
                                   dtype=torch.float64, seed=3, **KW)

@@ -128,7 +128,8 @@ def draw_regularizers(reg: Regularizers, training: bool, T: int, B: int, I: int,
 def autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     """Under torch.autocast on CUDA, the dtype the LSTM runs in — inputs, states and
     weights cast to it, as cuDNN's nn.LSTM is — else None. CPU autocast leaves torchlstm
-    in the parameters' dtype (its CPU kernels are float32/float64)."""
+    in the parameters' dtype (its CPU kernels compute in float32/float64 whatever the
+    dtype, so casting down there would only lose precision)."""
     if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
         return torch.get_autocast_dtype("cuda")
     return None
