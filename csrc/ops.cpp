@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/host_cache.h"
 #include "cuda/launch_plan.h"
 #include "gate_math.h"
 
@@ -128,6 +129,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "whether the CPU time loop calls BLAS directly (else through at::mm, slower)");
   m.def("cpu_packed_gemm", &torchlstm::cpu::has_packed_gemm,
         "whether float32 recurrent weights are packed once per sequence (MKL packed GEMM)");
+  m.def("cpu_avx512", &torchlstm::cpu::use_avx512_matvec,
+        "whether the batch 1-4 matrix-vector loop runs its AVX-512 version");
+  m.def(
+      "set_cpu_avx512",
+      [](bool allowed) { return torchlstm::cpu::avx512_matvec_allowed().exchange(allowed); },
+      "allow (default) or forbid the AVX-512 matrix-vector loop; returns the previous setting");
+  m.def(
+      "cpu_cache_stats",
+      [] {
+        const auto s = torchlstm::cpu::host_cache_stats();
+        return pybind11::dict(pybind11::arg("cached_bytes") = s.cached_bytes,
+                              pybind11::arg("cached_blocks") = s.cached_blocks,
+                              pybind11::arg("limit_bytes") = s.limit_bytes,
+                              pybind11::arg("hits") = s.hits, pybind11::arg("misses") = s.misses);
+      },
+      "the CPU buffer cache (cpu/host_cache.h): free bytes and blocks held, the limit, hits, misses");
+  m.def("empty_cpu_cache", &torchlstm::cpu::empty_host_cache,
+        "frees the CPU buffer cache's free blocks; returns the bytes freed");
   m.def("cuda_build", &cuda_build, "whether this build was compiled and linked with the CUDA toolkit");
   m.def("persistent_plan", &persistent_plan, "the CUDA persistent kernel's launch plan (launch_plan.h)",
         pybind11::arg("B"), pybind11::arg("H"), pybind11::arg("proj"), pybind11::arg("elem"),

@@ -167,6 +167,31 @@ def test_float32_float64_agree():
         torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("avx512", [True, False], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("B", [1, 2, 4])
+@pytest.mark.parametrize("H_,proj", [(40, False), (130, False), (64, True)])
+def test_small_batch_matvec_vs_float64(avx512, B, H_, proj):
+    """Batches of 1-4 take blas.h's own matrix-vector loop for the recurrent (and
+    projection) products, in float32 its AVX-512 version where the CPU has it, else the
+    AVX2 one: both against the float64 op (BLAS). Column counts that are not multiples of
+    8 or 16 (40, 130, 20) and a row count that is not a multiple of 8 (the projection's
+    20) exercise the tails."""
+    from torchlstm import _C
+    Hout = 20 if proj else H_
+    args64 = (randn(7, B, I), randn(B, Hout), randn(B, H_), randn(4 * H_, I, scale=0.3),
+              randn(4 * H_, Hout, scale=0.3), randn(4 * H_), randn(4 * H_),
+              randn(Hout, H_, scale=0.3) if proj else None, None, False, 0, 1)
+    args32 = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args64)
+    before = _C.set_cpu_avx512(avx512)
+    try:
+        if not avx512:
+            assert not _C.cpu_avx512()
+        for a, e in zip(ops.layer_inference(*args32), ops.layer_forward(*args64)[:3]):
+            torch.testing.assert_close(a.double(), e, rtol=2e-5, atol=2e-5)
+    finally:
+        _C.set_cpu_avx512(before)
+
+
 @pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("T,B,H_", [(5, 3, 4), (11, 32, 256), (9, 1, 40)])

@@ -14,5 +14,21 @@ from .lstm import LSTM
 from .rnn import RNN
 from . import keras_weights  # noqa: E402  (needs the modules above)
 
-__all__ = ["LSTM", "LSTMCell", "RNN", "activations", "keras_weights"]
+from . import _C
+
+
+def empty_cache() -> int:
+    """Frees the CPU buffers torchlstm keeps for reuse and returns the bytes freed.
+
+    The CPU kernels take their large buffers (outputs, saved gates and cell states,
+    gradients; 1 MiB and more) from a cache, so that a training loop reuses the same
+    memory every iteration instead of page-faulting it in afresh (csrc/cpu/host_cache.h).
+    A buffer returns to the cache when no tensor holds it any more. The cache keeps at
+    most ``TORCHLSTM_CPU_CACHE_MB`` MiB (default 1024; 0 turns it off). Like
+    ``torch.cuda.empty_cache()``, this is only needed to hand memory back between phases
+    of a program."""
+    return _C.empty_cpu_cache()
+
+
+__all__ = ["LSTM", "LSTMCell", "RNN", "activations", "empty_cache", "keras_weights"]
 __version__ = "0.1.0"

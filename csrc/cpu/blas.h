@@ -17,6 +17,10 @@
 #include <ATen/cpu/vec/vec.h>
 #include <dlfcn.h>
 
+#include <atomic>
+
+#include "host_cache.h"
+
 #if defined(CPU_CAPABILITY_AVX2) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define TORCHLSTM_AVX2_MATVEC 1
@@ -47,6 +51,25 @@ fortran_gemm_t<T> fortran_gemm() {
   static const fortran_gemm_t<T> fn = reinterpret_cast<fortran_gemm_t<T>>(
       torch_symbol(std::is_same<T, float>::value ? "sgemm_" : "dgemm_"));
   return fn;
+}
+
+// Whether the batch 1-4 matrix-vector loop below runs its AVX-512 version: where the CPU
+// has AVX-512 (F and DQ), unless turned off (torchlstm._C.set_cpu_avx512(False): the tests
+// run both versions on a machine that has it).
+inline std::atomic<bool>& avx512_matvec_allowed() {
+  static std::atomic<bool> allowed{true};
+  return allowed;
+}
+inline bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  return yes;
+#else
+  return false;
+#endif
+}
+inline bool use_avx512_matvec() {
+  return cpu_has_avx512() && avx512_matvec_allowed().load(std::memory_order_relaxed);
 }
 
 // Whether the direct BLAS path is in use (reported by torchlstm._C for the benchmark).
@@ -98,7 +121,7 @@ class PackedA {
       // (a handful of columns runs the small_n loop below instead: nothing to pack)
       if (pack && mkl.ok && m > 0 && n > 0 && k > 0 && !(trans_a && n <= kSmallN)) {
         const size_t bytes = mkl.pack_get_size(kAMatrix, m, n, k);
-        packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
+        packed_ = empty_cached({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
         mkl.pack(kColMajor, kAMatrix, trans_a ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
                  packed_.data_ptr<float>());
       }
@@ -136,7 +159,8 @@ class PackedA {
       T* y = c + col * ldc;
       int64_t r = 0;
 #ifdef TORCHLSTM_AVX2_MATVEC
-      if constexpr (std::is_same<T, float>::value) r = rows_by_8(x, beta, y);
+      if constexpr (std::is_same<T, float>::value)
+        r = use_avx512_matvec() ? rows_by_8_avx512(x, beta, y) : rows_by_8(x, beta, y);
 #endif
       for (; r + 4 <= m_; r += 4) {
         const T* w0 = a_ + r * lda_;
@@ -189,6 +213,40 @@ class PackedA {
       }
       __m256 sum = sum8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
       if (k < k_) {  // the last k_ % 8 columns
+        alignas(32) float t[8];
+        _mm256_store_ps(t, sum);
+        for (int i = 0; i < 8; ++i)
+          for (int64_t kk = k; kk < k_; ++kk) t[i] += w[i * lda_ + kk] * x[kk];
+        sum = _mm256_load_ps(t);
+      }
+      if (beta != 0.f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(y + r), sum);
+      _mm256_storeu_ps(y + r, sum);
+    }
+    return r;
+  }
+  // The same with 16-float vectors where the CPU has AVX-512 (chosen at run time: the
+  // build stays AVX2): half the load instructions for the same cache lines. Measured at
+  // B=1, H=128 (T=100): the op 325-359 -> 282-307 us.
+  __attribute__((target("avx512f,avx512dq"))) int64_t rows_by_8_avx512(const float* x,
+                                                                        float beta,
+                                                                        float* y) const {
+    const float* a = reinterpret_cast<const float*>(a_);
+    int64_t r = 0;
+    for (; r + 8 <= m_; r += 8) {
+      const float* w = a + r * lda_;
+      __m512 acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k + 16 <= k_; k += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
+        for (int i = 0; i < 8; ++i)
+          acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * lda_ + k), xv, acc[i]);
+      }
+      __m256 h[8];  // each accumulator folded to 8 lanes, then the transposing sum
+      for (int i = 0; i < 8; ++i)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(acc[i]), _mm512_extractf32x8_ps(acc[i], 1));
+      __m256 sum = sum8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+      if (k < k_) {  // the last k_ % 16 columns
         alignas(32) float t[8];
         _mm256_store_ps(t, sum);
         for (int i = 0; i < 8; ++i)

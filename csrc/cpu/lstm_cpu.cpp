@@ -39,6 +39,7 @@
 #include "../layer_common.h"
 #include "../lstm_args.h"
 #include "blas.h"
+#include "host_cache.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -474,10 +475,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const auto b1 = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
   const auto b2 = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
   const auto opts = input.options();
-  auto out = at::empty({T, B, z.Hout}, opts);
+  const auto dt = input.scalar_type();
+  // the large outputs from the buffer cache (host_cache.h: no page faults on reuse)
+  auto out = cpu::empty_cached({T, B, z.Hout}, dt);
   auto c_n = c0_.clone(at::MemoryFormat::Contiguous);  // the running cell state
-  auto gates = at::empty({save ? T : 0, B, 4 * z.H}, opts);
-  auto cs = at::empty({save ? T : 0, B, z.H}, opts);
+  auto gates = cpu::empty_cached({save ? T : 0, B, 4 * z.H}, dt);
+  auto cs = cpu::empty_cached({save ? T : 0, B, z.H}, dt);
   if (T * B > 0) {
     auto r_ws = z.proj ? at::empty({B, z.H}, opts) : at::Tensor();
     // the recurrent GEMM's input h * recurrent_keep, two buffers used in turn; h0's first
@@ -574,17 +577,26 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
   const auto w_hh = w_hh_.contiguous();
   const auto w_hr = z.proj ? w_hr_->contiguous() : at::Tensor();
   const auto mask = mask_.has_value() ? mask_->contiguous() : at::Tensor();
-  const auto grad_out =
-      grad_output_.has_value() ? grad_output_->contiguous() : at::zeros({T, B, Hout}, opts);
+  // grad_output is often an expanded tensor (the gradient of a sum): made contiguous in
+  // a cached buffer, as the other large buffers here (host_cache.h)
+  at::Tensor grad_out;
+  if (grad_output_.has_value() && grad_output_->is_contiguous()) {
+    grad_out = *grad_output_;
+  } else {
+    grad_out = cpu::empty_cached({T, B, Hout}, input_.scalar_type());
+    if (grad_output_.has_value()) grad_out.copy_(*grad_output_);
+    else grad_out.zero_();
+  }
   // Working buffers: dh ping-pongs between two (B,Hout) buffers; dc is updated in place.
   auto dh0 = grad_hn_.has_value() ? grad_hn_->clone(at::MemoryFormat::Contiguous)
                                   : at::zeros({B, Hout}, opts);
   auto dh_tmp = at::empty({B, Hout}, opts);
   auto dc0 = grad_cn_.has_value() ? grad_cn_->clone(at::MemoryFormat::Contiguous)
                                   : at::zeros({B, H}, opts);
-  auto dgates = at::empty({T, B, G}, opts);
-  auto dh_all = z.proj ? at::empty({T, B, Hout}, opts) : at::Tensor();
-  auto r_all = z.proj ? at::empty({T, B, H}, opts) : at::Tensor();
+  const auto dt = input_.scalar_type();
+  auto dgates = cpu::empty_cached({T, B, G}, dt);
+  auto dh_all = z.proj ? cpu::empty_cached({T, B, Hout}, dt) : at::Tensor();
+  auto r_all = z.proj ? cpu::empty_cached({T, B, H}, dt) : at::Tensor();
   auto dr_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
 
   if (T * B > 0) {

@@ -1,0 +1,124 @@
+"""The CPU buffer cache (csrc/cpu/host_cache.h): large buffers are reused across calls
+instead of being page-faulted in afresh, and the tensors made from them are ordinary."""
+import io
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import torchlstm
+from torchlstm import _C
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB = 1 << 20
+
+
+def train_step(m, x):
+    out, (h, c) = m(x)
+    (out.sum() + h.sum() + c.sum()).backward()
+    return out
+
+
+def make():
+    torch.manual_seed(0)
+    # out (T,B,H) 1.6 MB and gates (T,B,4H) 6.6 MB: cached; the states (B,H) are not
+    return torchlstm.LSTM(64, 256), torch.randn(50, 32, 64, requires_grad=True)
+
+
+def test_training_loop_reuses_its_buffers():
+    m, x = make()
+    train_step(m, x)  # the first step allocates
+    torchlstm.empty_cache()
+    before = _C.cpu_cache_stats()
+    train_step(m, x)  # allocates again (the cache was emptied) ...
+    mid = _C.cpu_cache_stats()
+    assert mid["misses"] > before["misses"]
+    assert mid["cached_bytes"] >= 3 * MiB  # ... and its buffers came back when freed
+    train_step(m, x)  # the same shapes: served from the cache
+    after = _C.cpu_cache_stats()
+    assert after["misses"] == mid["misses"]
+    assert after["hits"] - mid["hits"] >= 4  # out, gates, cs, dgates at least
+
+
+def test_empty_cache_frees_and_reports():
+    m, x = make()
+    train_step(m, x)
+    held = _C.cpu_cache_stats()["cached_bytes"]
+    assert held > 0
+    assert torchlstm.empty_cache() == held
+    s = _C.cpu_cache_stats()
+    assert s["cached_bytes"] == 0 and s["cached_blocks"] == 0
+    assert torchlstm.empty_cache() == 0
+
+
+def test_cached_tensors_are_ordinary_tensors():
+    m, x = make()
+    with torch.no_grad():
+        out, _ = m(x)
+    assert out.numel() * out.element_size() >= MiB  # out came from the cache
+    expected = out.clone()
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    buf.seek(0)
+    torch.testing.assert_close(torch.load(buf), expected, rtol=0, atol=0)
+    out.resize_(out.numel() * 2)  # the storage grows through the same allocator
+    torch.testing.assert_close(out[:expected.numel()].view_as(expected), expected, rtol=0,
+                               atol=0)
+    torch.testing.assert_close(torch.from_numpy(out.numpy().copy()[:expected.numel()]),
+                               expected.flatten(), rtol=0, atol=0)
+    out.share_memory_()
+    torch.testing.assert_close(out[:expected.numel()].view_as(expected), expected, rtol=0,
+                               atol=0)
+    # freed on another thread: the block goes back to the cache safely
+    torchlstm.empty_cache()
+    with torch.no_grad():
+        held = [m(x)[0] for _ in range(4)]
+    t = threading.Thread(target=held.clear)
+    t.start()
+    t.join()
+    assert _C.cpu_cache_stats()["cached_blocks"] >= 4
+
+
+def run_with_env(code, **env):
+    e = dict(os.environ, **env)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                          timeout=300)
+
+
+STEP = """
+import torch, torchlstm
+from torchlstm import _C
+torch.manual_seed(0)
+m = torchlstm.LSTM(64, 256); x = torch.randn(50, 32, 64, requires_grad=True)
+for _ in range(2):
+    out, (h, c) = m(x); (out.sum() + h.sum() + c.sum()).backward()
+ref = torch.nn.LSTM(64, 256); ref.load_state_dict(m.state_dict())
+torch.testing.assert_close(out, ref(x)[0], rtol=1e-5, atol=1e-5)
+s = _C.cpu_cache_stats()
+print(s["cached_bytes"], s["hits"], s["misses"], s["limit_bytes"])
+"""
+
+
+def test_cache_off_with_zero_limit():
+    r = run_with_env(STEP, TORCHLSTM_CPU_CACHE_MB="0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0", "0", "0"]
+
+
+def test_limit_bounds_what_is_kept():
+    r = run_with_env(STEP, TORCHLSTM_CPU_CACHE_MB="4")
+    assert r.returncode == 0, r.stderr
+    cached, hits, misses, limit = map(int, r.stdout.split())
+    assert limit == 4 * MiB and 0 < cached <= 4 * MiB and misses > 0
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
+def test_bad_limit_is_a_clear_error(value):
+    r = run_with_env(STEP, TORCHLSTM_CPU_CACHE_MB=value)
+    assert r.returncode != 0
+    assert "TORCHLSTM_CPU_CACHE_MB must be a whole number of MiB" in r.stderr
+    assert value in r.stderr
