@@ -129,12 +129,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "whether the CPU time loop calls BLAS directly (else through at::mm, slower)");
   m.def("cpu_packed_gemm", &torchlstm::cpu::has_packed_gemm,
         "whether float32 recurrent weights are packed once per sequence (MKL packed GEMM)");
-  m.def("cpu_avx512", &torchlstm::cpu::use_avx512_matvec,
-        "whether the batch 1-4 matrix-vector loop runs its AVX-512 version");
+  m.def("cpu_avx512", &torchlstm::cpu::use_avx512,
+        "whether the CPU kernels run their AVX-512 parts (batch 1-4 matrix-vector loop, gate passes)");
   m.def(
       "set_cpu_avx512",
-      [](bool allowed) { return torchlstm::cpu::avx512_matvec_allowed().exchange(allowed); },
-      "allow (default) or forbid the AVX-512 matrix-vector loop; returns the previous setting");
+      [](bool allowed) { return torchlstm::cpu::avx512_allowed().exchange(allowed); },
+      "allow (default) or forbid the AVX-512 parts of the CPU kernels; returns the previous setting");
   m.def(
       "cpu_cache_stats",
       [] {

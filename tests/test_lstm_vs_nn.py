@@ -173,14 +173,20 @@ def test_zero_length_sequence_like_nn():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("grad", [False, True])
-def test_nan_in_input_shows_in_output_like_nn(dtype, grad):
-    """A NaN must not be silently absorbed (the float32 fast exp clamps its argument)."""
+@pytest.mark.parametrize("avx512", [True, False], ids=["avx512", "avx2"])
+def test_nan_in_input_shows_in_output_like_nn(dtype, grad, avx512):
+    """A NaN must not be silently absorbed (the float32 fast exps clamp their argument),
+    in the AVX-512 gate passes (where the CPU has them) as in the AVX2 ones."""
     ref, ours = twin_lstms(input_size=I, hidden_size=16, dtype=dtype)
     x = randn(T, B, I, dtype=dtype)
     x[2, 1, 3] = float("nan")
-    with torch.set_grad_enabled(grad):
-        o1, (h1, c1) = ref(x)
-        o2, (h2, c2) = ours(x)
+    before = torchlstm._C.set_cpu_avx512(avx512)
+    try:
+        with torch.set_grad_enabled(grad):
+            o1, (h1, c1) = ref(x)
+            o2, (h2, c2) = ours(x)
+    finally:
+        torchlstm._C.set_cpu_avx512(before)
     for a, e in ((o2, o1), (h2, h1), (c2, c1)):
         assert torch.equal(torch.isnan(a), torch.isnan(e))
     assert torch.isnan(o2[2:, 1]).all() and not torch.isnan(o2[:, 0]).any()

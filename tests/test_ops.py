@@ -168,6 +168,44 @@ def test_float32_float64_agree():
 
 
 @pytest.mark.parametrize("avx512", [True, False], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("B,H_", [(3, 16), (2, 40), (32, 256), (5, 130)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_float32_gate_passes_vs_float64(avx512, B, H_, masked):
+    """float32 forward and backward with the default activations, whose gate passes have
+    AVX-512 versions (gates_avx512.cpp, where the CPU has AVX-512) beside the AVX2 ones:
+    each against float64, outputs and every gradient. 40 and 130 units leave tails for
+    the AVX2 loop; (32, 256) runs a team of two threads of 128 units each."""
+    from torchlstm import _C
+    T_ = 6
+    mask = None
+    if masked:
+        mask = torch.rand(T_, B) > 0.3
+        mask[:, 0] = True
+    args64 = (randn(T_, B, I), randn(B, H_), randn(B, H_), randn(4 * H_, I, scale=0.3),
+              randn(4 * H_, H_, scale=0.3), randn(4 * H_), randn(4 * H_), None, mask, False,
+              0, 1)
+    args32 = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                   for a in args64)
+    grads64 = (randn(T_, B, H_), randn(B, H_), randn(B, H_))
+    grads32 = tuple(g.float() for g in grads64)
+
+    def run(args, grads):
+        out, h_n, c_n, gates, cs = ops.layer_forward(*args)
+        back = ops.layer_backward(*grads, args[0], args[1], args[2], args[3], args[4], None,
+                                  mask, out, gates, cs, False, 0, 1)
+        return (out, h_n, c_n) + tuple(back[:6])
+
+    before = _C.set_cpu_avx512(avx512)
+    try:
+        got = run(args32, grads32)
+    finally:
+        _C.set_cpu_avx512(before)
+    for a, e in zip(got, run(args64, grads64)):  # (weight gradients sum T*B float32 terms)
+        torch.testing.assert_close(a.double(), e, rtol=1e-4,
+                                   atol=2e-5 + 2e-6 * e.abs().max().item())
+
+
+@pytest.mark.parametrize("avx512", [True, False], ids=["avx512", "avx2"])
 @pytest.mark.parametrize("B", [1, 2, 4])
 @pytest.mark.parametrize("H_,proj", [(40, False), (130, False), (64, True)])
 def test_small_batch_matvec_vs_float64(avx512, B, H_, proj):

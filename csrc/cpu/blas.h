@@ -53,10 +53,11 @@ fortran_gemm_t<T> fortran_gemm() {
   return fn;
 }
 
-// Whether the batch 1-4 matrix-vector loop below runs its AVX-512 version: where the CPU
-// has AVX-512 (F and DQ), unless turned off (torchlstm._C.set_cpu_avx512(False): the tests
-// run both versions on a machine that has it).
-inline std::atomic<bool>& avx512_matvec_allowed() {
+// Whether the AVX-512 versions run (the batch 1-4 matrix-vector loop below and the gate
+// passes of gates_avx512.h): where the CPU has AVX-512 (F and DQ), unless turned off
+// (torchlstm._C.set_cpu_avx512(False): the tests run both versions on a machine that has
+// it).
+inline std::atomic<bool>& avx512_allowed() {
   static std::atomic<bool> allowed{true};
   return allowed;
 }
@@ -68,8 +69,8 @@ inline bool cpu_has_avx512() {
   return false;
 #endif
 }
-inline bool use_avx512_matvec() {
-  return cpu_has_avx512() && avx512_matvec_allowed().load(std::memory_order_relaxed);
+inline bool use_avx512() {
+  return cpu_has_avx512() && avx512_allowed().load(std::memory_order_relaxed);
 }
 
 // Whether the direct BLAS path is in use (reported by torchlstm._C for the benchmark).
@@ -160,7 +161,7 @@ class PackedA {
       int64_t r = 0;
 #ifdef TORCHLSTM_AVX2_MATVEC
       if constexpr (std::is_same<T, float>::value)
-        r = use_avx512_matvec() ? rows_by_8_avx512(x, beta, y) : rows_by_8(x, beta, y);
+        r = use_avx512() ? rows_by_8_avx512(x, beta, y) : rows_by_8(x, beta, y);
 #endif
       for (; r + 4 <= m_; r += 4) {
         const T* w0 = a_ + r * lda_;

@@ -39,6 +39,7 @@
 #include "../layer_common.h"
 #include "../lstm_args.h"
 #include "blas.h"
+#include "gates_avx512.h"
 #include "host_cache.h"
 #include "team.h"
 #include "vec_math.h"
@@ -63,7 +64,9 @@ inline void forward_row_impl(Activation act_, Activation ract_, const scalar_t* 
   const Activation act = kDefaultPair ? Activation::TANH : act_;  // see DEFAULT_PAIR below
   const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
-  int64_t j = 0;
+  int64_t j = 0;  // the default pair in float32: 16 units at a time where the CPU can
+  if constexpr (kDefaultPair && !kZc && std::is_same<scalar_t, float>::value)
+    if (cpu::use_avx512()) j = cpu::forward_row_default_avx512(n, H, a, b1, b2, c, r, g_save, c_save);
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec v[4];
     for (int q = 0; q < 4; ++q) {
@@ -113,7 +116,10 @@ inline void backward_row_impl(Activation act_, Activation ract_, const scalar_t*
   const Activation act = kDefaultPair ? Activation::TANH : act_;
   const Activation ract = kDefaultPair ? Activation::SIGMOID : ract_;
   using Vec = at::vec::Vectorized<scalar_t>;
-  int64_t j = 0;
+  int64_t j = 0;  // the default pair in float32: 16 units at a time where the CPU can
+  if constexpr (kDefaultPair && !kZone && std::is_same<scalar_t, float>::value)
+    if (cpu::use_avx512())
+      j = cpu::backward_row_default_avx512(n, H, g, c_prev, c, dr_a, dr_b, dc, dg, r);
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec dr = Vec::loadu(dr_a + j);
     if (dr_b) dr = dr + Vec::loadu(dr_b + j);

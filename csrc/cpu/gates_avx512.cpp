@@ -1,0 +1,196 @@
+// gates_avx512.cpp — gate_math.h compiled for 16-lane AVX-512 vectors (see gates_avx512.h).
+//
+// How one AVX2 build carries AVX-512 code safely: everything from gate_math.h on is
+// compiled with `#pragma GCC target` AVX-512, and gate_math.h is included inside a
+// namespace of its own (tl_avx512::torchlstm::...). So every function instantiated here,
+// for the 16-lane type V16 and for anything else, has a name no other file uses: the
+// linker can never hand an AVX-512 copy of an inline function to the AVX2 code, and this
+// code only runs after the CPU was checked (lstm_cpu.cpp). Only standard headers are
+// included before the pragma (their inline functions stay generic).
+#include "gates_avx512.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq")
+
+namespace tl_avx512 {
+
+// Sixteen floats, with what gate_math.h's templates need of a value type.
+struct V16 {
+  __m512 v;
+  V16() = default;
+  V16(__m512 x) : v(x) {}                      // NOLINT: implicit, as at::vec's types
+  V16(float s) : v(_mm512_set1_ps(s)) {}       // NOLINT
+  V16(double s) : V16(static_cast<float>(s)) {}  // NOLINT: gate_math's double constants
+  V16(int s) : V16(static_cast<float>(s)) {}     // NOLINT: T(0), T(1)
+  static V16 loadu(const float* p) { return _mm512_loadu_ps(p); }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+};
+inline V16 operator+(V16 a, V16 b) { return _mm512_add_ps(a.v, b.v); }
+inline V16 operator-(V16 a, V16 b) { return _mm512_sub_ps(a.v, b.v); }
+inline V16 operator*(V16 a, V16 b) { return _mm512_mul_ps(a.v, b.v); }
+inline V16 operator/(V16 a, V16 b) { return _mm512_div_ps(a.v, b.v); }
+
+namespace detail {
+// exp for float32, about 1 ulp: e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2,
+// e^r from Cephes' expf polynomial, 2^n applied by vscalefps (exact, and it gives inf
+// and 0 beyond float's range). x is clamped to +-104 first (beyond, the result is inf or
+// 0 all the same) so that r stays finite; the clamp keeps NaN (vminps/vmaxps return
+// their second operand when one is NaN), so NaN in gives NaN out, as nn.LSTM.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.f), _mm512_min_ps(_mm512_set1_ps(104.f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+// Lane by lane through the C library: for the functions the default activations never
+// reach (log1p, erf); they must exist for gate_math.h's activation switch to compile.
+template <float (*F)(float)>
+inline V16 per_lane(V16 x) {
+  alignas(64) float t[16];
+  x.store(t);
+  for (float& e : t) e = F(e);
+  return _mm512_load_ps(t);
+}
+inline float log1p_f(float x) { return std::log1p(x); }
+inline float erf_f(float x) { return std::erf(x); }
+}  // namespace detail
+
+}  // namespace tl_avx512
+
+// gate_math.h, compiled for this file only (see the top).
+namespace tl_avx512 {
+#include "../gate_math.h"
+}
+
+namespace tl_avx512 {
+namespace torchlstm {
+
+template <>
+struct GateOps<V16> {
+  using V = V16;
+  // tanh as the AVX2 path computes it (vec_math.h): 2 / (1 + e^-2x) - 1, exact at +-1
+  static V exp(V x) { return detail::exp16(x.v); }
+  static V tanh(V x) { return V(2.0f) / (V(1.0f) + exp(V(-2.0f) * x)) - V(1.0f); }
+  static V log1p(V x) { return detail::per_lane<detail::log1p_f>(x); }
+  static V erf(V x) { return detail::per_lane<detail::erf_f>(x); }
+  static V sqrt(V x) { return _mm512_sqrt_ps(x.v); }
+  static V abs(V x) { return _mm512_abs_ps(x.v); }
+  // NaN-propagating, like torch.maximum / torch.minimum (and GateOps' scalar versions)
+  static V max(V a, V b) {
+    const __mmask16 keep_a = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q) |
+                             _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ);
+    return _mm512_mask_blend_ps(keep_a, b.v, a.v);
+  }
+  static V min(V a, V b) {
+    const __mmask16 keep_a = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q) |
+                             _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(keep_a, b.v, a.v);
+  }
+  static V step(V x) {  // 1 where x > 0, else 0
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x.v, _mm512_setzero_ps(), _CMP_GT_OQ),
+                               _mm512_set1_ps(1.f));
+  }
+};
+
+constexpr Activation kAct = Activation::TANH, kRact = Activation::SIGMOID;
+
+// forward_row_impl of lstm_cpu.cpp (default pair, no zoneout), 16 units at a time.
+int64_t forward_row(int64_t n, int64_t H, const float* a, const float* b1, const float* b2,
+                    float* c, float* r, float* g_save, float* c_save) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    V16 v[4];
+    for (int q = 0; q < 4; ++q) {
+      v[q] = V16::loadu(a + q * n + j);
+      if (b1) v[q] = v[q] + V16::loadu(b1 + q * H + j);
+      if (b2) v[q] = v[q] + V16::loadu(b2 + q * H + j);
+      if (g_save) v[q].store(g_save + q * H + j);
+    }
+    const CellForward<V16> o = cell_forward<V16>(kAct, kRact, v[0], v[1], v[2], v[3],
+                                                 V16::loadu(c + j));
+    o.c.store(c + j);
+    o.r.store(r + j);
+    if (c_save) o.c.store(c_save + j);
+  }
+  return j;
+}
+
+// backward_row_impl of lstm_cpu.cpp (default pair, no zoneout), 16 units at a time.
+int64_t backward_row(int64_t n, int64_t H, const float* g, const float* c_prev, const float* c,
+                     const float* dr_a, const float* dr_b, float* dc, float* dg, float* r) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    V16 dr = V16::loadu(dr_a + j);
+    if (dr_b) dr = dr + V16::loadu(dr_b + j);
+    const CellBackward<V16> o = cell_backward<V16>(
+        kAct, kRact, V16::loadu(g + j), V16::loadu(g + H + j), V16::loadu(g + 2 * H + j),
+        V16::loadu(g + 3 * H + j), V16::loadu(c_prev + j), V16::loadu(c + j), dr,
+        V16::loadu(dc + j));
+    o.d_i.store(dg + j);
+    o.d_f.store(dg + H + j);
+    o.d_g.store(dg + 2 * H + j);
+    o.d_o.store(dg + 3 * H + j);
+    o.dc_prev.store(dc + j);
+    if (r) o.r.store(r + j);
+  }
+  return j;
+}
+
+}  // namespace torchlstm
+}  // namespace tl_avx512
+
+#pragma GCC pop_options
+
+namespace torchlstm {
+namespace cpu {
+
+bool avx512_gates_built() { return true; }
+
+int64_t forward_row_default_avx512(int64_t n, int64_t H, const float* a, const float* b1,
+                                   const float* b2, float* c, float* r, float* g_save,
+                                   float* c_save) {
+  return tl_avx512::torchlstm::forward_row(n, H, a, b1, b2, c, r, g_save, c_save);
+}
+
+int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const float* c_prev,
+                                    const float* c, const float* dr_a, const float* dr_b,
+                                    float* dc, float* dg, float* r) {
+  return tl_avx512::torchlstm::backward_row(n, H, g, c_prev, c, dr_a, dr_b, dc, dg, r);
+}
+
+}  // namespace cpu
+}  // namespace torchlstm
+
+#else  // not x86-64 GCC/Clang: no AVX-512 gate passes; the callers never ask for them
+
+namespace torchlstm {
+namespace cpu {
+bool avx512_gates_built() { return false; }
+int64_t forward_row_default_avx512(int64_t, int64_t, const float*, const float*, const float*,
+                                   float*, float*, float*, float*) {
+  return 0;
+}
+int64_t backward_row_default_avx512(int64_t, int64_t, const float*, const float*, const float*,
+                                    const float*, const float*, float*, float*, float*) {
+  return 0;
+}
+}  // namespace cpu
+}  // namespace torchlstm
+
+#endif
