@@ -138,6 +138,18 @@ def time_alternating(steps, repeats, min_time):
     return [statistics.median(s) for s in samples]
 
 
+def faults_per_call(step, calls=5):
+    """Minor page faults per call of step (CPU): pages the kernel had to map (and zero)
+    afresh because the memory was handed back to the OS since the last call. They cost
+    kernel time inside the measured calls; see bench/RESULTS.md."""
+    import resource
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def cuda_path_of(model, x):
     """Which CUDA forward path torchlstm takes for x ("" on the CPU)."""
     if x.device.type != "cuda":
@@ -200,6 +212,10 @@ def run_cases(args, device, peaks):
                        ms={k: v * 1e3 for k, v in times.items()},
                        ratio={k: v / ours_t for k, v in times.items() if k != "torchlstm"},
                        gflops=fl / ours_t / 1e9, of_peak=fl / ours_t / 1e9 / peak)
+            if device.type == "cpu":
+                row["page_faults_per_call"] = {
+                    k: faults_per_call(f) for k, f in zip(labels, steps)
+                    if k in ("torchlstm", "nn.LSTM")}
             if mode == "forward+backward" and "nn.LSTM" in mem:
                 row["memory_vs_nn"] = mem["torchlstm"] / mem["nn.LSTM"]
             row["saved_mb"] = {k: v / 2 ** 20 for k, v in mem.items()}
@@ -218,9 +234,11 @@ def table(rows, backend):
     dtypes = len({r.get("dtype") for r in rows}) > 1
     extra_h = (" dtype |" if gpu or dtypes else "") + (" path |" if gpu else "")
     extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
+    faults = any("page_faults_per_call" in r for r in rows)
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
-             "vs eager loop | vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |",
-             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|"]
+             "vs eager loop | vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |"
+             + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
+             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
@@ -230,6 +248,10 @@ def table(rows, backend):
         lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
                       f"{100 * r['of_peak']:.0f}% | {mem} |")
+        if faults:
+            pf = r.get("page_faults_per_call", {})
+            lines[-1] += " " + " / ".join(f"{pf[k]:.0f}" for k in ("torchlstm", "nn.LSTM")
+                                          if k in pf) + " |"
     return "\n".join(lines)
 
 
@@ -289,13 +311,18 @@ def main():
     rows = run_cases(args, device, peaks)
     print("\n" + table(rows, backend))
     print("\nratio = baseline time / torchlstm time (medians of alternating repeats; > 1: "
-          "torchlstm faster).\nmemory = bytes saved for backward, torchlstm / nn.LSTM.")
+          "torchlstm faster).\nmemory = bytes saved for backward, torchlstm / nn.LSTM."
+          + ("\npage faults / call: minor page faults per call, each contender on its own "
+             "(fresh pages the kernel maps and zeroes inside the call)." if device.type == "cpu"
+             else ""))
     os.makedirs(args.out, exist_ok=True)
     meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
                 threads=torch.get_num_threads(), gemm_peak_gflops=peaks,
                 date=datetime.datetime.now().isoformat(timespec="seconds"),
                 cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
-                cpu_packed_gemm=torchlstm._C.cpu_packed_gemm())
+                cpu_packed_gemm=torchlstm._C.cpu_packed_gemm(),
+                cpu_avx512=torchlstm._C.cpu_avx512(),
+                cpu_cache_limit_mb=torchlstm._C.cpu_cache_stats()["limit_bytes"] / 2 ** 20)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     chart(rows, os.path.join(args.out, "ratios.png"), backend)

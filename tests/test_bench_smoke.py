@@ -19,4 +19,6 @@ def test_bench_quick_runs(tmp_path):
     assert ("headline", "forward+backward") in modes
     for row in data["rows"]:
         assert row["ms"]["torchlstm"] > 0 and row["ratio"]["eager loop"] > 0
+        assert row["page_faults_per_call"]["torchlstm"] >= 0
+    assert "page faults / call" in r.stdout
     assert (tmp_path / "ratios.png").stat().st_size > 1000
