@@ -1,5 +1,7 @@
 #include "layer_common.h"
 
+#include "cpu/host_cache.h"
+
 namespace torchlstm {
 
 Regularizers::Regularizers(const char* op, const LayerSizes& z, const at::Tensor& input,
@@ -24,18 +26,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> weight_an
   const auto dg2 = dgates.view({T * B, G});
   auto d_input = at::mm(dg2, w_ih).view({T, B, z.I});
   if (reg.input_keep.defined()) d_input.mul_(reg.input_keep.unsqueeze(0));
-  auto d_w_ih = at::mm(dg2.t(), x_dropped.view({T * B, z.I}));
   auto d_bias = dg2.sum(0);
   const auto& rk = reg.recurrent_keep;
   const int64_t t_first = reverse ? T - 1 : 0;
-  auto d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), rk.defined() ? h0 * rk : h0)
-                      : at::zeros({G, Hout}, dgates.options());
-  if (T > 1) {
-    const auto output = output_.contiguous();
-    const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
-    auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
-    if (rk.defined()) h_prev = h_prev * rk.unsqueeze(0);
-    d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
+  at::Tensor d_w_ih, d_w_hh;
+  if (dgates.is_cpu() && T > 0) {
+    // CPU: both weight gradients from ONE GEMM, dgates^T [x | h_prev], the two inputs
+    // side by side in a cached buffer: MKL packs dgates once instead of twice. Measured at
+    // the headline size: 8.35 ms for the two GEMMs, 7.7 ms for one plus the copy.
+    auto xh = cpu::empty_cached({T, B, z.I + Hout}, dgates.scalar_type());
+    xh.narrow(2, 0, z.I).copy_(x_dropped);
+    auto h_prev = xh.narrow(2, z.I, Hout);  // h_{t-1} of each step t
+    h_prev[t_first].copy_(h0);
+    if (T > 1)
+      h_prev.narrow(0, reverse ? 0 : 1, T - 1).copy_(output_.narrow(0, reverse ? 1 : 0, T - 1));
+    if (rk.defined()) h_prev.mul_(rk.unsqueeze(0));
+    const auto both = at::mm(dg2.t(), xh.view({T * B, z.I + Hout}));
+    d_w_ih = both.narrow(1, 0, z.I).contiguous();
+    d_w_hh = both.narrow(1, z.I, Hout).contiguous();
+  } else {
+    d_w_ih = at::mm(dg2.t(), x_dropped.view({T * B, z.I}));
+    d_w_hh = T > 0 ? at::mm(dgates[t_first].t(), rk.defined() ? h0 * rk : h0)
+                   : at::zeros({G, Hout}, dgates.options());
+    if (T > 1) {
+      const auto output = output_.contiguous();
+      const auto dg_rest = reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
+      auto h_prev = reverse ? output.narrow(0, 1, T - 1) : output.narrow(0, 0, T - 1);
+      if (rk.defined()) h_prev = h_prev * rk.unsqueeze(0);
+      d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
+    }
   }
   auto d_w_hr = z.proj ? at::mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
                        : at::empty({0}, dgates.options());

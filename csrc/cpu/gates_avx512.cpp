@@ -6,10 +6,11 @@
 // for the 16-lane type V16 and for anything else, has a name no other file uses: the
 // linker can never hand an AVX-512 copy of an inline function to the AVX2 code, and this
 // code only runs after the CPU was checked (lstm_cpu.cpp). Only standard headers are
-// included before the pragma (their inline functions stay generic).
+// included before the pragma (their inline functions stay generic). GCC only: clang
+// ignores `#pragma GCC target` (it gets the stubs at the end: AVX2 gate passes only).
 #include "gates_avx512.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 
 #include <immintrin.h>
 
@@ -177,7 +178,7 @@ int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const 
 }  // namespace cpu
 }  // namespace torchlstm
 
-#else  // not x86-64 GCC/Clang: no AVX-512 gate passes; the callers never ask for them
+#else  // not x86-64 GCC: no AVX-512 gate passes (the callers fall through to AVX2)
 
 namespace torchlstm {
 namespace cpu {

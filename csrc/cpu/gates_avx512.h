@@ -14,7 +14,8 @@
 namespace torchlstm {
 namespace cpu {
 
-// Whether this build has the AVX-512 gate passes (x86-64 with GCC or Clang).
+// Whether this build has the AVX-512 gate passes (x86-64 built with GCC; elsewhere the
+// functions below do nothing and return 0).
 bool avx512_gates_built();
 
 int64_t forward_row_default_avx512(int64_t n, int64_t H, const float* a, const float* b1,

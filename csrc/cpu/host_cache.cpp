@@ -3,11 +3,13 @@
 
 #include <ATen/EmptyTensor.h>
 #include <c10/core/CPUAllocator.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <new>
 #include <string>
 
 namespace torchlstm {
@@ -39,6 +41,7 @@ size_t rounded(size_t n) {
 struct Block {
   void* ptr;
   size_t bytes;
+  uint64_t returned = 0;  // when it last came back to the cache (a counter)
 };
 
 class HostCache final : public c10::Allocator {
@@ -50,7 +53,7 @@ class HostCache final : public c10::Allocator {
   }
 
   c10::DataPtr allocate(size_t n) override {
-    if (n < kMinBytes || limit_ == 0) return c10::GetDefaultCPUAllocator()->allocate(n);
+    if (n < kMinBytes || limit_ == 0) return c10::GetCPUAllocator()->allocate(n);
     const size_t bytes = rounded(n);
     Block* b = take(bytes);
     if (b == nullptr) b = fresh(bytes);
@@ -59,6 +62,13 @@ class HostCache final : public c10::Allocator {
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
+  }
+
+  // Our blocks' context is their Block, not the data pointer; they are "simple" all the
+  // same (nothing else hangs off them), which copy-on-write clones (torch._lazy_clone)
+  // require. Small requests carry the CPU allocator's own DataPtr.
+  bool is_simple_data_ptr(const c10::DataPtr& p) const override {
+    return p.get_deleter() == &HostCache::give_back || p.get() == p.get_context();
   }
 
   HostCacheStats stats() {
@@ -77,7 +87,10 @@ class HostCache final : public c10::Allocator {
   }
 
  private:
-  explicit HostCache(size_t limit) : limit_(limit) {}
+  explicit HostCache(size_t limit) : limit_(limit) {
+    // A child forked while another thread held the lock would wait on it forever.
+    pthread_atfork(nullptr, nullptr, [] { new (&get().mu_) std::mutex(); });
+  }
 
   Block* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -110,19 +123,23 @@ class HostCache final : public c10::Allocator {
     delete b;
   }
 
-  // The deleter of every cached block's DataPtr: back into the cache, then the largest
-  // free blocks out while over the limit.
+  // The deleter of every cached block's DataPtr: back into the cache, then, while over
+  // the limit, the blocks that came back longest ago out (a shape no longer in use must
+  // not crowd out the ones the current loop reuses; a scan: the cache holds few blocks).
   static void give_back(void* ctx) {
     auto* b = static_cast<Block*>(ctx);
     HostCache& c = get();
     std::lock_guard<std::mutex> lock(c.mu_);
+    b->returned = ++c.clock_;
     c.free_.emplace(b->bytes, b);
     c.free_bytes_ += b->bytes;
     while (c.free_bytes_ > c.limit_ && !c.free_.empty()) {
-      auto last = std::prev(c.free_.end());
-      c.free_bytes_ -= last->second->bytes;
-      destroy(last->second);
-      c.free_.erase(last);
+      auto oldest = c.free_.begin();
+      for (auto it = c.free_.begin(); it != c.free_.end(); ++it)
+        if (it->second->returned < oldest->second->returned) oldest = it;
+      c.free_bytes_ -= oldest->second->bytes;
+      destroy(oldest->second);
+      c.free_.erase(oldest);
     }
   }
 
@@ -130,6 +147,7 @@ class HostCache final : public c10::Allocator {
   std::mutex mu_;
   std::multimap<size_t, Block*> free_;  // free blocks by size
   size_t free_bytes_ = 0;
+  uint64_t clock_ = 0;
   int64_t hits_ = 0, misses_ = 0;
 };
 
