@@ -163,3 +163,16 @@ print(after["misses"] - before["misses"], after["hits"] - before["hits"])
     assert r.returncode == 0, r.stderr
     misses, hits = map(int, r.stdout.split())
     assert misses == 0 and hits >= 16
+
+
+def test_a_shorter_sequence_reuses_a_longer_ones_buffers():
+    torch.manual_seed(0)
+    m = torchlstm.LSTM(64, 256)
+    torchlstm.empty_cache()
+    train_step(m, torch.randn(100, 32, 64, requires_grad=True))
+    before = _C.cpu_cache_stats()
+    train_step(m, torch.randn(90, 32, 64, requires_grad=True))  # 10% smaller buffers
+    after = _C.cpu_cache_stats()
+    assert after["misses"] == before["misses"] and after["hits"] > before["hits"]
+    train_step(m, torch.randn(50, 32, 64, requires_grad=True))  # half: not worth a big block
+    assert _C.cpu_cache_stats()["misses"] > after["misses"]

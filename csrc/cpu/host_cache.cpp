@@ -32,7 +32,7 @@ size_t limit_from_env() {
 }
 
 // Requests are rounded up (to 2 MiB from 2 MiB on, else to 64 KiB), so the same shapes
-// ask for the same block sizes and a block serves a request of its own rounded size.
+// ask for the same block sizes.
 size_t rounded(size_t n) {
   const size_t unit = n >= kHugePage ? kHugePage : kSmallRound;
   return (n + unit - 1) / unit * unit;
@@ -92,10 +92,13 @@ class HostCache final : public c10::Allocator {
     pthread_atfork(nullptr, nullptr, [] { new (&get().mu_) std::mutex(); });
   }
 
+  // The smallest free block that fits, if it is at most a quarter larger than asked
+  // for (a somewhat shorter sequence reuses a longer one's buffers; a small request
+  // never ties up a big block).
   Block* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(bytes);
-    if (it == free_.end()) {
+    auto it = free_.lower_bound(bytes);
+    if (it == free_.end() || it->first > bytes + bytes / 4) {
       ++misses_;
       return nullptr;
     }
