@@ -11,12 +11,13 @@
 // ~8 ms; with glibc's trimming off, both take none).
 //
 // So the ops allocate every buffer of at least 1 MiB here. A freed block returns to this
-// cache (any thread may free it) and the next request of that size takes it back, with
-// its pages already mapped. Blocks of 2 MiB and more are 2 MiB-aligned and advised as
-// transparent huge pages (fewer faults the first time, fewer TLB misses after).
-// The cache keeps at most TORCHLSTM_CPU_CACHE_MB MiB of free blocks (default 1024; 0
-// turns it off: every buffer then comes from PyTorch's CPU allocator), evicting the
-// largest first; torchlstm.empty_cache() frees them all, as torch.cuda.empty_cache().
+// cache (any thread may free it) and the next request of that size (or up to a quarter
+// smaller) takes it back, with its pages already mapped. Blocks of 2 MiB and more are
+// 2 MiB-aligned and advised as transparent huge pages (fewer faults the first time,
+// fewer TLB misses after). The cache keeps at most TORCHLSTM_CPU_CACHE_MB MiB of free
+// blocks (default 1024; 0 turns it off: every buffer then comes from PyTorch's CPU
+// allocator), evicting those returned longest ago first; torchlstm.empty_cache() frees
+// them all, as torch.cuda.empty_cache() does on CUDA.
 // Tensors made here are ordinary CPU tensors for everything else (views, autograd,
 // serialisation, resize_).
 #pragma once
