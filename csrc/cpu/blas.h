@@ -199,6 +199,20 @@ class PackedA {
     // u0 = [a0..a3 lanes 0-3 sums | a0..a3 lanes 4-7 sums], u1 likewise for a4..a7
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
   }
+  // Eight rows' dot products done: the columns from k on (fewer than a vector) added one
+  // by one, then beta * y, stored to y[0..8).
+  void finish_rows_by_8(__m256 sum, const float* w, const float* x, int64_t k, float beta,
+                        float* y) const {
+    if (k < k_) {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, sum);
+      for (int i = 0; i < 8; ++i)
+        for (int64_t kk = k; kk < k_; ++kk) t[i] += w[i * lda_ + kk] * x[kk];
+      sum = _mm256_load_ps(t);
+    }
+    if (beta != 0.f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(y), sum);
+    _mm256_storeu_ps(y, sum);
+  }
   int64_t rows_by_8(const float* x, float beta, float* y) const {
     const float* a = reinterpret_cast<const float*>(a_);
     int64_t r = 0;
@@ -212,16 +226,8 @@ class PackedA {
         for (int i = 0; i < 8; ++i)
           acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * lda_ + k), xv, acc[i]);
       }
-      __m256 sum = sum8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
-      if (k < k_) {  // the last k_ % 8 columns
-        alignas(32) float t[8];
-        _mm256_store_ps(t, sum);
-        for (int i = 0; i < 8; ++i)
-          for (int64_t kk = k; kk < k_; ++kk) t[i] += w[i * lda_ + kk] * x[kk];
-        sum = _mm256_load_ps(t);
-      }
-      if (beta != 0.f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(y + r), sum);
-      _mm256_storeu_ps(y + r, sum);
+      finish_rows_by_8(sum8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), w,
+                       x, k, beta, y + r);
     }
     return r;
   }
@@ -246,16 +252,8 @@ class PackedA {
       __m256 h[8];  // each accumulator folded to 8 lanes, then the transposing sum
       for (int i = 0; i < 8; ++i)
         h[i] = _mm256_add_ps(_mm512_castps512_ps256(acc[i]), _mm512_extractf32x8_ps(acc[i], 1));
-      __m256 sum = sum8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-      if (k < k_) {  // the last k_ % 16 columns
-        alignas(32) float t[8];
-        _mm256_store_ps(t, sum);
-        for (int i = 0; i < 8; ++i)
-          for (int64_t kk = k; kk < k_; ++kk) t[i] += w[i * lda_ + kk] * x[kk];
-        sum = _mm256_load_ps(t);
-      }
-      if (beta != 0.f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(y + r), sum);
-      _mm256_storeu_ps(y + r, sum);
+      finish_rows_by_8(sum8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]), w, x, k, beta,
+                       y + r);
     }
     return r;
   }

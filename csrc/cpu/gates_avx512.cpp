@@ -30,6 +30,7 @@ struct V16 {
   V16(float s) : v(_mm512_set1_ps(s)) {}       // NOLINT
   V16(double s) : V16(static_cast<float>(s)) {}  // NOLINT: gate_math's double constants
   V16(int s) : V16(static_cast<float>(s)) {}     // NOLINT: T(0), T(1)
+  static constexpr int64_t size() { return 16; }
   static V16 loadu(const float* p) { return _mm512_loadu_ps(p); }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
 };
@@ -74,9 +75,10 @@ inline float erf_f(float x) { return std::erf(x); }
 
 }  // namespace tl_avx512
 
-// gate_math.h, compiled for this file only (see the top).
+// gate_math.h and the row passes, compiled for this file only (see the top).
 namespace tl_avx512 {
 #include "../gate_math.h"
+#include "row_passes.h"
 }
 
 namespace tl_avx512 {
@@ -111,46 +113,18 @@ struct GateOps<V16> {
 
 constexpr Activation kAct = Activation::TANH, kRact = Activation::SIGMOID;
 
-// forward_row_impl of lstm_cpu.cpp (default pair, no zoneout), 16 units at a time.
+// lstm_cpu.cpp's row passes for the default pair without zoneout, 16 units at a time.
 int64_t forward_row(int64_t n, int64_t H, const float* a, const float* b1, const float* b2,
                     float* c, float* r, float* g_save, float* c_save) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    V16 v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = V16::loadu(a + q * n + j);
-      if (b1) v[q] = v[q] + V16::loadu(b1 + q * H + j);
-      if (b2) v[q] = v[q] + V16::loadu(b2 + q * H + j);
-      if (g_save) v[q].store(g_save + q * H + j);
-    }
-    const CellForward<V16> o = cell_forward<V16>(kAct, kRact, v[0], v[1], v[2], v[3],
-                                                 V16::loadu(c + j));
-    o.c.store(c + j);
-    o.r.store(r + j);
-    if (c_save) o.c.store(c_save + j);
-  }
-  return j;
+  return cpu::forward_rows_vec<V16, false>(kAct, kRact, static_cast<const float*>(nullptr), 0,
+                                           n, H, a, b1, b2, c, r, g_save, c_save);
 }
 
-// backward_row_impl of lstm_cpu.cpp (default pair, no zoneout), 16 units at a time.
 int64_t backward_row(int64_t n, int64_t H, const float* g, const float* c_prev, const float* c,
                      const float* dr_a, const float* dr_b, float* dc, float* dg, float* r) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    V16 dr = V16::loadu(dr_a + j);
-    if (dr_b) dr = dr + V16::loadu(dr_b + j);
-    const CellBackward<V16> o = cell_backward<V16>(
-        kAct, kRact, V16::loadu(g + j), V16::loadu(g + H + j), V16::loadu(g + 2 * H + j),
-        V16::loadu(g + 3 * H + j), V16::loadu(c_prev + j), V16::loadu(c + j), dr,
-        V16::loadu(dc + j));
-    o.d_i.store(dg + j);
-    o.d_f.store(dg + H + j);
-    o.d_g.store(dg + 2 * H + j);
-    o.d_o.store(dg + 3 * H + j);
-    o.dc_prev.store(dc + j);
-    if (r) o.r.store(r + j);
-  }
-  return j;
+  return cpu::backward_rows_vec<V16, false>(kAct, kRact, static_cast<const float*>(nullptr),
+                                            static_cast<const float*>(nullptr), 0, n, H, g,
+                                            c_prev, c, dr_a, dr_b, dc, dg, r);
 }
 
 }  // namespace torchlstm

@@ -41,6 +41,7 @@
 #include "blas.h"
 #include "gates_avx512.h"
 #include "host_cache.h"
+#include "row_passes.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -50,12 +51,9 @@ namespace {
 constexpr bool kT = true;   // transpose (BLAS 'T')
 constexpr bool kN = false;  // as is    (BLAS 'N')
 
-// n units of one batch row in the forward pass, SIMD vectors first, then the tail.
-// a: input + recurrent products, gate q at a + q*n; b1, b2: the biases (or null), gate q
-// at + q*H. c is updated in place and r = o * act(c) written. For backward (training),
-// the gate pre-activations go to g_save (gate q at + q*H) and c to c_save, when given.
-// kZc (zoneout on c): zc holds the row's z, c becomes z*c_prev + (1-z)*c~ and r is
-// o * act(c~) (gate_math.h's cell_forward_zoneout).
+// n units of one batch row in the forward pass (arguments: row_passes.h): SIMD vectors
+// first (16 lanes with AVX-512 for the default pair in float32, else ATen's vectors),
+// then the tail.
 template <typename scalar_t, bool kDefaultPair, bool kZc>
 inline void forward_row_impl(Activation act_, Activation ract_, const scalar_t* zc, int64_t n,
                              int64_t H, const scalar_t* a, const scalar_t* b1,
@@ -67,24 +65,7 @@ inline void forward_row_impl(Activation act_, Activation ract_, const scalar_t* 
   int64_t j = 0;  // the default pair in float32: 16 units at a time where the CPU can
   if constexpr (kDefaultPair && !kZc && std::is_same<scalar_t, float>::value)
     if (cpu::use_avx512()) j = cpu::forward_row_default_avx512(n, H, a, b1, b2, c, r, g_save, c_save);
-  for (; j + Vec::size() <= n; j += Vec::size()) {
-    Vec v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = Vec::loadu(a + q * n + j);
-      if (b1) v[q] = v[q] + Vec::loadu(b1 + q * H + j);
-      if (b2) v[q] = v[q] + Vec::loadu(b2 + q * H + j);
-      if (g_save) v[q].store(g_save + q * H + j);
-    }
-    CellForward<Vec> o;
-    if constexpr (kZc)
-      o = cell_forward_zoneout<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j),
-                                    Vec::loadu(zc + j));
-    else
-      o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
-    o.c.store(c + j);
-    o.r.store(r + j);
-    if (c_save) o.c.store(c_save + j);
-  }
+  j = cpu::forward_rows_vec<Vec, kZc>(act, ract, zc, j, n, H, a, b1, b2, c, r, g_save, c_save);
   for (; j < n; ++j) {
     scalar_t v[4];
     for (int q = 0; q < 4; ++q) {
@@ -120,29 +101,8 @@ inline void backward_row_impl(Activation act_, Activation ract_, const scalar_t*
   if constexpr (kDefaultPair && !kZone && std::is_same<scalar_t, float>::value)
     if (cpu::use_avx512())
       j = cpu::backward_row_default_avx512(n, H, g, c_prev, c, dr_a, dr_b, dc, dg, r);
-  for (; j + Vec::size() <= n; j += Vec::size()) {
-    Vec dr = Vec::loadu(dr_a + j);
-    if (dr_b) dr = dr + Vec::loadu(dr_b + j);
-    CellBackward<Vec> o;
-    if constexpr (kZone) {
-      if (zh) dr = dr * (Vec(scalar_t(1)) - Vec::loadu(zh + j));
-      if (zc)
-        o = cell_backward_zoneout<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                                       Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                                       Vec::loadu(c_prev + j), dr, Vec::loadu(dc + j),
-                                       Vec::loadu(zc + j));
-    }
-    if (!kZone || !zc)
-      o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                             Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                             Vec::loadu(c_prev + j), Vec::loadu(c + j), dr, Vec::loadu(dc + j));
-    o.d_i.store(dg + j);
-    o.d_f.store(dg + H + j);
-    o.d_g.store(dg + 2 * H + j);
-    o.d_o.store(dg + 3 * H + j);
-    o.dc_prev.store(dc + j);
-    if (r) o.r.store(r + j);
-  }
+  j = cpu::backward_rows_vec<Vec, kZone>(act, ract, zc, zh, j, n, H, g, c_prev, c, dr_a, dr_b, dc,
+                                         dg, r);
   for (; j < n; ++j) {
     scalar_t dr = dr_b ? dr_a[j] + dr_b[j] : dr_a[j];
     CellBackward<scalar_t> o;
