@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 # Inductor's on-disk caches key on the graph, not on this extension's fake kernels: a
@@ -31,6 +32,17 @@ def assert_same_lstm(expected, actual, x, **call):
     g2 = torch.autograd.grad(o2.pow(2).sum() + c2.sum(), [x] + list(actual.parameters()))
     for a, e in zip(g2, g1):
         assert_close(a, e, torch.float64)
+
+
+@contextlib.contextmanager
+def cpu_avx512(allowed):
+    """The CPU kernels' AVX-512 parts allowed or not inside the block (the tests run both
+    versions on a machine that has AVX-512); the previous setting restored after."""
+    before = torchlstm._C.set_cpu_avx512(allowed)
+    try:
+        yield
+    finally:
+        torchlstm._C.set_cpu_avx512(before)
 
 
 def randn(*shape, dtype=torch.float64, requires_grad=False, scale=1.0):

@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
-from conftest import assert_close, randn, twin_lstms
+from conftest import assert_close, cpu_avx512, randn, twin_lstms
 
 I, H, T, B = 5, 7, 6, 4
 
@@ -180,13 +180,9 @@ def test_nan_in_input_shows_in_output_like_nn(dtype, grad, avx512):
     ref, ours = twin_lstms(input_size=I, hidden_size=16, dtype=dtype)
     x = randn(T, B, I, dtype=dtype)
     x[2, 1, 3] = float("nan")
-    before = torchlstm._C.set_cpu_avx512(avx512)
-    try:
-        with torch.set_grad_enabled(grad):
-            o1, (h1, c1) = ref(x)
-            o2, (h2, c2) = ours(x)
-    finally:
-        torchlstm._C.set_cpu_avx512(before)
+    with cpu_avx512(avx512), torch.set_grad_enabled(grad):
+        o1, (h1, c1) = ref(x)
+        o2, (h2, c2) = ours(x)
     for a, e in ((o2, o1), (h2, h1), (c2, c1)):
         assert torch.equal(torch.isnan(a), torch.isnan(e))
     assert torch.isnan(o2[2:, 1]).all() and not torch.isnan(o2[:, 0]).any()

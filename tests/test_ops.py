@@ -7,7 +7,7 @@ import torch
 
 import torchlstm
 from torchlstm import activations
-from conftest import assert_close, randn
+from conftest import assert_close, cpu_avx512, randn
 from reference import lstm_layer
 
 ops = torch.ops.torchlstm
@@ -175,7 +175,6 @@ def test_float32_gate_passes_vs_float64(avx512, B, H_, masked):
     AVX-512 versions (gates_avx512.cpp, where the CPU has AVX-512) beside the AVX2 ones:
     each against float64, outputs and every gradient. 40 and 130 units leave tails for
     the AVX2 loop; (32, 256) runs a team of two threads of 128 units each."""
-    from torchlstm import _C
     T_ = 6
     mask = None
     if masked:
@@ -195,11 +194,8 @@ def test_float32_gate_passes_vs_float64(avx512, B, H_, masked):
                                   mask, out, gates, cs, False, 0, 1)
         return (out, h_n, c_n) + tuple(back[:6])
 
-    before = _C.set_cpu_avx512(avx512)
-    try:
+    with cpu_avx512(avx512):
         got = run(args32, grads32)
-    finally:
-        _C.set_cpu_avx512(before)
     for a, e in zip(got, run(args64, grads64)):  # (weight gradients sum T*B float32 terms)
         torch.testing.assert_close(a.double(), e, rtol=1e-4,
                                    atol=2e-5 + 2e-6 * e.abs().max().item())
@@ -220,14 +216,11 @@ def test_small_batch_matvec_vs_float64(avx512, B, H_, proj):
               randn(4 * H_, Hout, scale=0.3), randn(4 * H_), randn(4 * H_),
               randn(Hout, H_, scale=0.3) if proj else None, None, False, 0, 1)
     args32 = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args64)
-    before = _C.set_cpu_avx512(avx512)
-    try:
+    with cpu_avx512(avx512):
         if not avx512:
             assert not _C.cpu_avx512()
         for a, e in zip(ops.layer_inference(*args32), ops.layer_forward(*args64)[:3]):
             torch.testing.assert_close(a.double(), e, rtol=2e-5, atol=2e-5)
-    finally:
-        _C.set_cpu_avx512(before)
 
 
 @pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
