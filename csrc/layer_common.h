@@ -41,4 +41,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> weight_an
     const at::Tensor& w_ih, const at::Tensor& h0, const at::Tensor& output,
     const Regularizers& reg, const at::Tensor& dh_all, const at::Tensor& r_all);
 
+// The cell_backward op of a backend whose layer_backward op is LayerBackward: the layer op
+// over one time step. c comes back from cell_forward in the input's dtype and is handed
+// on in the dtype the layer ops keep cell states in (float32 for half inputs).
+template <auto LayerBackward>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cell_backward_via_layer(const OptTensor& grad_h, const OptTensor& grad_c, const at::Tensor& input,
+                        const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+                        const at::Tensor& w_hh, const at::Tensor& h, const at::Tensor& c,
+                        const at::Tensor& gates, int64_t activation,
+                        int64_t recurrent_activation) {
+  TORCH_CHECK_VALUE(input.dim() == 2,
+                    "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
+                    input.dim(), "-D");
+  auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = LayerBackward(
+      grad_h.has_value() ? OptTensor(grad_h->unsqueeze(0)) : c10::nullopt, c10::nullopt, grad_c,
+      input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt, h.unsqueeze(0),
+      gates.unsqueeze(0), c.unsqueeze(0).to(cell_state_dtype(input.scalar_type())), false,
+      activation, recurrent_activation, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
+  return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
+}
+
 }  // namespace torchlstm

@@ -596,7 +596,7 @@ layer_backward_cpu(const OptTensor& grad_output_, const OptTensor& grad_hn_,
   return {d_input, dh0, dc0, d_w_ih, d_w_hh, d_bias, d_w_hr};
 }
 
-// The cell ops are the layer ops over one time step.
+// The cell ops are the layer ops over one time step (cell_backward: layer_common.h).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, int64_t activation,
@@ -610,27 +610,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
   return {h, c, gates.squeeze(0)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-cell_backward_cpu(const OptTensor& grad_h, const OptTensor& grad_c, const at::Tensor& input,
-                  const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
-                  const at::Tensor& w_hh, const at::Tensor& h, const at::Tensor& c,
-                  const at::Tensor& gates, int64_t activation, int64_t recurrent_activation) {
-  TORCH_CHECK_VALUE(input.dim() == 2, "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
-                    input.dim(), "-D");
-  auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cpu(
-      grad_h.has_value() ? OptTensor(grad_h->unsqueeze(0)) : c10::nullopt, c10::nullopt, grad_c,
-      input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt, h.unsqueeze(0),
-      gates.unsqueeze(0), c.unsqueeze(0).to(cell_state_dtype(input.scalar_type())), false,
-      activation, recurrent_activation, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
-  return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
-}
-
 TORCH_LIBRARY_IMPL(torchlstm, CPU, m) {
   m.impl("layer_forward", &layer_forward_cpu);
   m.impl("layer_inference", &layer_inference_cpu);
   m.impl("layer_backward", &layer_backward_cpu);
   m.impl("cell_forward", &cell_forward_cpu);
-  m.impl("cell_backward", &cell_backward_cpu);
+  m.impl("cell_backward", &cell_backward_via_layer<&layer_backward_cpu>);
 }
 
 }  // namespace torchlstm

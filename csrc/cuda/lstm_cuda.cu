@@ -386,7 +386,7 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
 }
 
 // The cell ops are the layer ops over one time step (the GEMM path: one step never
-// repays the persistent kernel's set-up).
+// repays the persistent kernel's set-up; cell_backward: layer_common.h).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cuda(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
@@ -402,26 +402,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cuda(
   return {h, c, gates.squeeze(0)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-cell_backward_cuda(const c10::optional<at::Tensor>& grad_h, const c10::optional<at::Tensor>& grad_c,
-                   const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx,
-                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h,
-                   const at::Tensor& c, const at::Tensor& gates, int64_t activation,
-                   int64_t recurrent_activation) {
-  TORCH_CHECK_VALUE(input.dim() == 2,
-                    "torchlstm.cell_backward: input must be 2-D (batch, input_size), got ",
-                    input.dim(), "-D");
-  // The cell op hands back c in the input dtype; the layer backward wants cell states in
-  // the accumulation dtype.
-  const auto cs = c.unsqueeze(0).to(cell_state_dtype(input.scalar_type()));
-  auto [dx, dh, dc, dw_ih, dw_hh, db, dw_hr] = layer_backward_cuda(
-      grad_h.has_value() ? c10::optional<at::Tensor>(grad_h->unsqueeze(0)) : c10::nullopt,
-      c10::nullopt, grad_c, input.unsqueeze(0), hx, cx, w_ih, w_hh, c10::nullopt, c10::nullopt,
-      h.unsqueeze(0), gates.unsqueeze(0), cs, false, activation, recurrent_activation,
-      c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
-  return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchlstm, CUDA, m) {
@@ -429,7 +409,7 @@ TORCH_LIBRARY_IMPL(torchlstm, CUDA, m) {
   m.impl("layer_inference", &layer_inference_cuda);
   m.impl("layer_backward", &layer_backward_cuda);
   m.impl("cell_forward", &cell_forward_cuda);
-  m.impl("cell_backward", &cell_backward_cuda);
+  m.impl("cell_backward", &cell_backward_via_layer<&layer_backward_cuda>);
 }
 
 }  // namespace cuda
