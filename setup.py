@@ -92,7 +92,8 @@ def _sources(pattern):
 
 
 def extension():
-    cpp = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    # csrc/cuda/*.cpp is plain C++ (the launch plan's bindings): built in every extension
+    cpp = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + _sources("csrc/cuda/*.cpp")
     # -fopenmp: at::parallel_for is inline and only parallel when compiled with OpenMP;
     # the libgomp it links is the one torch has already loaded (same soname).
     cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"] + _cpu_flags()
@@ -101,7 +102,7 @@ def extension():
         print(f"torchlstm: building the CPU-only extension ({' '.join(cxx_flags)})")
         return CppExtension("torchlstm._C", cpp, extra_compile_args={"cxx": cxx_flags},
                             extra_link_args=link_flags)
-    cu = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
+    cu = _sources("csrc/cuda/*.cu")
     arch = os.environ.get("TORCHLSTM_CUDA_ARCHS", "80;90")
     # No --use_fast_math: the activations are checked against Keras and float64
     # references, and fast-math's approximate exp/division would loosen that.
