@@ -134,6 +134,28 @@ class CellOptions:
         return s
 
 
+class CellOptionAttributes:
+    """A module's CellOptions (``self.options``) as read-only attributes of the module
+    (build a new module to change them)."""
+    activation = property(lambda self: self.options.activation)
+    recurrent_activation = property(lambda self: self.options.recurrent_activation)
+    input_dropout = property(lambda self: self.options.input_dropout)
+    recurrent_dropout = property(lambda self: self.options.recurrent_dropout)
+    zoneout = property(lambda self: self.options.zoneout)
+    seed = property(lambda self: self.options.seed)
+    init = property(lambda self: self.options.init)
+    unit_forget_bias = property(lambda self: self.options.unit_forget_bias)
+
+
+class KerasOptionAttributes:
+    """A module's KerasOptions (``self.keras``) as read-only attributes of the module."""
+    return_sequences = property(lambda self: self.keras.return_sequences)
+    return_state = property(lambda self: self.keras.return_state)
+    go_backwards = property(lambda self: self.keras.go_backwards)
+    zero_output_for_mask = property(lambda self: self.keras.zero_output_for_mask)
+    stateful = property(lambda self: self.keras.stateful)
+
+
 @dataclasses.dataclass(frozen=True)
 class KerasOptions:
     """The Keras sequence contract of an LSTM or RNN: leaving return_sequences and

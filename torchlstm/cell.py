@@ -10,12 +10,12 @@ from torch import Tensor, nn
 
 from . import _init
 from ._ops import LayerWeights
-from ._options import CellOptions, SeededGenerator, check_cell_sizes
+from ._options import CellOptionAttributes, CellOptions, SeededGenerator, check_cell_sizes
 from ._stack import autocast_dtype, run_stack
 from .lstm import check_parameters
 
 
-class LSTMCell(nn.Module):
+class LSTMCell(CellOptionAttributes, nn.Module):
     r"""One LSTM step on the fused kernel; drop-in for :class:`torch.nn.LSTMCell`.
 
     Same constructor, parameters (``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
@@ -57,15 +57,6 @@ class LSTMCell(nn.Module):
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
 
-    # The options, as attributes (read-only: build a new module to change them).
-    activation = property(lambda self: self.options.activation)
-    recurrent_activation = property(lambda self: self.options.recurrent_activation)
-    input_dropout = property(lambda self: self.options.input_dropout)
-    recurrent_dropout = property(lambda self: self.options.recurrent_dropout)
-    zoneout = property(lambda self: self.options.zoneout)
-    seed = property(lambda self: self.options.seed)
-    init = property(lambda self: self.options.init)
-    unit_forget_bias = property(lambda self: self.options.unit_forget_bias)
 
     def reset_parameters(self) -> None:
         """nn.LSTMCell's initialisation, or Keras' with init="keras" (see torchlstm.LSTM)."""

@@ -9,7 +9,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _init, _keras_contract, _packed
 from ._ops import LayerWeights
-from ._options import CellOptions, KerasOptions, SeededGenerator, check_rnn_args
+from ._options import (CellOptionAttributes, CellOptions, KerasOptionAttributes, KerasOptions,
+                       SeededGenerator, check_rnn_args)
 from ._stack import autocast_dtype, run_stack
 
 
@@ -29,7 +30,7 @@ def check_parameters(module: nn.Module, weights, x: Tensor, bias: bool) -> None:
                                    f"{t.device}")
 
 
-class LSTM(nn.Module):
+class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
     r"""A multi-layer LSTM on fused C++/CUDA kernels; drop-in for :class:`torch.nn.LSTM`.
 
     The constructor, parameters (names, shapes, registration order, initialisation),
@@ -119,20 +120,6 @@ class LSTM(nn.Module):
                     for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
         self.reset_parameters()
 
-    # The options, as attributes (read-only: build a new module to change them).
-    activation = property(lambda self: self.options.activation)
-    recurrent_activation = property(lambda self: self.options.recurrent_activation)
-    input_dropout = property(lambda self: self.options.input_dropout)
-    recurrent_dropout = property(lambda self: self.options.recurrent_dropout)
-    zoneout = property(lambda self: self.options.zoneout)
-    seed = property(lambda self: self.options.seed)
-    init = property(lambda self: self.options.init)
-    unit_forget_bias = property(lambda self: self.options.unit_forget_bias)
-    return_sequences = property(lambda self: self.keras.return_sequences)
-    return_state = property(lambda self: self.keras.return_state)
-    go_backwards = property(lambda self: self.keras.go_backwards)
-    zero_output_for_mask = property(lambda self: self.keras.zero_output_for_mask)
-    stateful = property(lambda self: self.keras.stateful)
 
     # ------------------------------------------------------------------ nn.LSTM API
     def reset_parameters(self) -> None:

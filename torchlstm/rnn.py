@@ -10,12 +10,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import _keras_contract
-from ._options import KerasOptions
+from ._options import KerasOptionAttributes, KerasOptions
 from ._stack import run_stack
 from .cell import LSTMCell
 
 
-class RNN(nn.Module):
+class RNN(KerasOptionAttributes, nn.Module):
     r"""Run ``cell`` (a :class:`torchlstm.LSTMCell`) over a sequence, Keras-style.
 
     ``forward(inputs, initial_state=None, mask=None)``: ``inputs`` (B, T, I), or (T, I)
@@ -43,11 +43,6 @@ class RNN(nn.Module):
         self.cell = cell
         self._state = None  # (h, c), each (1, B, H), carried by stateful=True
 
-    return_sequences = property(lambda self: self.keras.return_sequences)
-    return_state = property(lambda self: self.keras.return_state)
-    go_backwards = property(lambda self: self.keras.go_backwards)
-    zero_output_for_mask = property(lambda self: self.keras.zero_output_for_mask)
-    stateful = property(lambda self: self.keras.stateful)
 
     def extra_repr(self) -> str:
         return (f"return_sequences={self.return_sequences}, return_state={self.return_state}"
