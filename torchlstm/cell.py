@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import _init
+from . import _init, _script
 from ._ops import LayerWeights
 from ._options import CellOptionAttributes, CellOptions, SeededGenerator, check_cell_sizes
 from ._stack import autocast_dtype, run_stack
@@ -72,6 +72,10 @@ class LSTMCell(CellOptionAttributes, nn.Module):
     def generator(self, device: torch.device):
         """The generator of this cell's masks for a call on ``device`` (None: global RNG)."""
         return self._rng.get(device, self.options.draws(self.training))
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a twin sharing these parameters (torchlstm/_script.py)."""
+        return _script.scriptable_cell(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _init, _keras_contract, _packed
+from . import _init, _keras_contract, _packed, _script
 from ._ops import LayerWeights
 from ._options import (CellOptionAttributes, CellOptions, KerasOptionAttributes, KerasOptions,
                        SeededGenerator, check_rnn_args)
@@ -168,6 +168,10 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
         if k.return_state is not None:
             s += f", return_state={k.return_state}"
         return s + k.repr() + self.options.repr_rest()
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a twin sharing these parameters (torchlstm/_script.py)."""
+        return _script.scriptable_lstm(self)
 
     def reset_states(self) -> None:
         """Forget the state a stateful LSTM carries between calls (Keras' reset_states)."""
