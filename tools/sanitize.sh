@@ -13,8 +13,11 @@
 #   PYTEST_ARGS    more pytest arguments
 #
 # Python itself is not instrumented, so the sanitizer runtimes are preloaded; leaks are not
-# checked (the interpreter keeps memory until exit by design). Reports are written to
-# $SANITIZE_DIR/reports/ (one file per process, subprocesses included) and printed at the end.
+# checked (the interpreter keeps memory until exit by design). pytest captures at the
+# Python level only (--capture=sys), so a report, written to file descriptor 2 by the
+# sanitizer runtime, reaches the terminal and $SANITIZE_DIR/test.log even when it ends the
+# process; any report there fails the run. SANITIZE_HALT=0 keeps going after a UBSan
+# report (to see them all); the default stops at the first.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +25,6 @@ PY=${PY:-$ROOT/.venv/bin/python}
 DIR=${SANITIZE_DIR:-$ROOT/.venv/sanitize}
 case "$DIR" in /*) ;; *) DIR=$ROOT/$DIR ;; esac
 TREE=$DIR/tree
-REPORTS=$DIR/reports
 TESTS=${TESTS:-"tests/test_ops.py tests/test_lstm_vs_nn.py tests/test_errors.py tests/test_dropout.py tests/test_host_cache.py tests/test_cell_rnn_keras.py tests/test_bad_inputs.py tests/test_concurrency.py"}
 export MAX_JOBS=${MAX_JOBS:-1}
 
@@ -55,29 +57,30 @@ ldd "$SO" | grep -q libasan || { echo "sanitize: $SO is not linked with libasan"
 built=$(date +%s)
 
 # 3. the tests, on the copy (not on the checkout's torchlstm: python -P, PYTHONPATH the copy)
-rm -rf "$REPORTS"
-mkdir -p "$REPORTS"
+LOG=$DIR/test.log
 export LD_PRELOAD="$LIBASAN $LIBUBSAN${LD_PRELOAD:+ $LD_PRELOAD}"
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:print_stacktrace=1:log_path=$REPORTS/asan"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$REPORTS/ubsan"
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:print_stacktrace=1"
+export UBSAN_OPTIONS="halt_on_error=${SANITIZE_HALT:-1}:print_stacktrace=1"
 export PYTHONPATH="$TREE${PYTHONPATH:+:$PYTHONPATH}"
 # the sanitized code runs several times slower: longer limits in the process tests
 export TORCHLSTM_CHILD_TIMEOUT=${TORCHLSTM_CHILD_TIMEOUT:-120}
 export TORCHLSTM_THREAD_TIMEOUT=${TORCHLSTM_THREAD_TIMEOUT:-600}
 (cd "$TREE" && "$PY" -P -c "import torchlstm, sys; f = torchlstm._C.__file__; \
 print('sanitize: testing', f); sys.exit(0 if f.startswith('$TREE/') else 1)")
-status=0
+set +e
 # shellcheck disable=SC2086
-(cd "$TREE" && "$PY" -P -m pytest $TESTS -q -p no:cacheprovider ${PYTEST_ARGS:-}) || status=$?
+(cd "$TREE" && "$PY" -P -m pytest $TESTS -q -p no:cacheprovider --capture=sys \
+   ${PYTEST_ARGS:-}) 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
 end=$(date +%s)
 
-reports=$(ls "$REPORTS" 2>/dev/null || true)
-if [ -n "$reports" ]; then
-  for f in "$REPORTS"/*; do
-    echo "=================== $f"
-    cat "$f"
-  done
+PATTERN='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer'
+found=$(grep -E -c "$PATTERN" "$LOG" || true)
+if [ "$found" -gt 0 ]; then
+  echo "sanitize: the reports (full stacks in $LOG):"
+  grep -E "$PATTERN" "$LOG" | sort | uniq -c
 fi
 echo "sanitize: build $((built - start)) s, tests $((end - built)) s; pytest exit $status;" \
-     "$(echo "$reports" | grep -c . || true) sanitizer report file(s) in $REPORTS"
-[ -z "$reports" ] && [ "$status" -eq 0 ]
+     "$found sanitizer report line(s)"
+[ "$found" -eq 0 ] && [ "$status" -eq 0 ]
