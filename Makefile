@@ -40,3 +40,10 @@ $(BUILT): $(DEPS) $(SOURCES)
 
 clean:
 	rm -rf build torchlstm/_C*.so $(BUILT)
+
+# make test-sanitize: the CPU extension built with -fsanitize=address,undefined in a copy
+# of the sources (.venv/sanitize; the normal build is untouched) and the C++-facing tests
+# run on it; fails on any sanitizer report (tools/sanitize.sh). Slow: not part of `make test`.
+.PHONY: test-sanitize
+test-sanitize: $(DEPS)
+	PY=$(PY) MAX_JOBS=$(MAX_JOBS) tools/sanitize.sh
