@@ -58,7 +58,8 @@ LayerCall common_call(const char* op, const at::Tensor& input, const OptTensor& 
                       const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                       const OptTensor& mask, bool reverse, int64_t activation,
                       int64_t recurrent_activation, const Regularizers& reg) {
-  TORCH_CHECK_TYPE(input.defined(), op, ": input must be a tensor");
+  TORCH_CHECK_TYPE(input.defined(), op,
+                   ": input must be a tensor of shape (seq_len, batch, input_size), got None");
   TORCH_CHECK_VALUE(input.dim() == 3, op,
                     ": input must be 3-D (seq_len, batch, input_size), got ", input.dim(),
                     "-D with shape ", input.sizes());

@@ -23,6 +23,8 @@ def check_mask(mask, x: Tensor, batch_first: bool, batched: bool) -> Tensor:
         layout = ("(batch, seq_len)" if batch_first else "(seq_len, batch)") if batched \
             else "(seq_len,)"
         raise ValueError(f"mask must have shape {layout} = {expected}, got {tuple(mask.shape)}")
+    if mask.device.type == "meta" and x.device.type != "meta":
+        raise RuntimeError(f"mask is a meta tensor (no data) but the input is on {x.device}")
     mask = mask.to(x.device)
     if not batched:
         return mask.unsqueeze(1)

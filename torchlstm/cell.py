@@ -85,11 +85,11 @@ class LSTMCell(CellOptionAttributes, nn.Module):
 
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
+        check_parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh"), input, False)
         w = self.weight_ih
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "
                              f"({w.dtype})")
-        check_parameters(self, self.layer_weights(), input, self.bias)
         if input.size(-1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)} "
                                f"expected {self.input_size}")
@@ -106,9 +106,11 @@ class LSTMCell(CellOptionAttributes, nn.Module):
                                f"({like.dtype}, {like.device}), got ({t.dtype}, {t.device})")
 
     def forward(self, input: Tensor, hx=None):
-        if not isinstance(input, Tensor) or input.dim() not in (1, 2):
-            got = f"{input.dim()}D" if isinstance(input, Tensor) else type(input).__name__
-            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {got} instead")
+        if not isinstance(input, Tensor):
+            raise TypeError(f"LSTMCell: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D "
+                             "instead")
         if hx is not None:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(
                     isinstance(t, Tensor) for t in hx):

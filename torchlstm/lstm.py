@@ -14,20 +14,24 @@ from ._options import (CellOptionAttributes, CellOptions, KerasOptionAttributes,
 from ._stack import autocast_dtype, run_stack
 
 
-def check_parameters(module: nn.Module, weights, x: Tensor, bias: bool) -> None:
-    """Every parameter where the input is (nn.LSTM's message), and none missing: a bias
-    set to None on a module built with bias=True is a TypeError, as in nn.LSTM."""
-    for w in weights:
-        for name, t in zip(LayerWeights._fields, w):
-            if t is None:
-                if bias and name.startswith("b_"):
-                    raise TypeError(f"{type(module).__name__}: a bias parameter is None, but "
-                                    "the module was built with bias=True (expected a Tensor)")
-                continue
-            if t.device != x.device:
-                raise RuntimeError("Input and parameter tensors are not at the same device, "
-                                   f"found input tensor at {x.device} and parameter tensor at "
-                                   f"{t.device}")
+def check_parameters(module: nn.Module, names, x: Tensor, bias_required: bool) -> None:
+    """The parameters ``names`` of ``module``: each a tensor where the input is (nn.LSTM's
+    message), none missing. A weight set to None is a TypeError naming it; so is a bias on
+    an LSTM built with bias=True, as in nn.LSTM (nn.LSTMCell runs without it: so does
+    LSTMCell, bias_required=False)."""
+    for name in names:
+        if name is None:
+            continue
+        t = getattr(module, name)
+        if t is None:
+            if name.startswith("weight") or bias_required:
+                raise TypeError(f"{type(module).__name__}: parameter {name} is None (expected "
+                                "a Tensor)")
+            continue
+        if t.device != x.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, "
+                               f"found input tensor at {x.device} and parameter tensor at "
+                               f"{t.device}")
 
 
 class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
@@ -179,6 +183,7 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
+        check_parameters(self, self._flat_weights_names, input, self.bias)
         w = self.weight_ih_l0
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(
@@ -189,7 +194,6 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
         if input.size(-1) != self.input_size:
             raise RuntimeError("input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {input.size(-1)}")
-        check_parameters(self, self.layer_weights(), input, self.bias)
 
     def _hidden(self, hx, x: Tensor, batched: bool, permutation: Optional[Tensor]):
         """(h0, c0) as (L*D, B, ·) tensors: zeros, or hx checked as nn.LSTM does."""
@@ -253,9 +257,12 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
             x, mask = _packed.unpack(input)
             h0, c0 = self._hidden(hx, x, True, input.sorted_indices)
         else:
-            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
-                got = f"{input.dim()}D" if isinstance(input, Tensor) else type(input).__name__
-                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {got} instead")
+            if not isinstance(input, Tensor):
+                raise TypeError("LSTM: input must be a Tensor or a PackedSequence, got "
+                                f"{type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D "
+                                 "instead")
             self._check_input(input, input.dim())
             batched = input.dim() == 3
             if not batched:
