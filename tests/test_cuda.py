@@ -418,3 +418,85 @@ def test_errors_name_the_argument():
     with pytest.raises(TypeError, match="cs must have dtype"):
         ops.layer_backward(None, None, None, *[a.detach() for a in args[:5]], None, None, fwd[0],
                            fwd[3], bad_cs, False, 0, 1)
+
+
+# ------------------------------------------------------------------ cases only a GPU shows
+# What the CPU emulation (tests/test_cuda_emu.py) cannot see: real shared-memory limits
+# and the >48 KiB opt-in, real cuBLAS, graph capture, the memory model.
+def _forward_vs_cpu(Hn, Bn, dtype, path, T_=12, masked=False, reg_which=None, **kw):
+    torch.manual_seed(0)
+    In = 16
+    args = list(layer_args(mask=mask_for(T_, Bn) if masked else None, T=T_, B=Bn,
+                           requires_grad=False, **kw))
+    # resize to (I, H) = (In, Hn): the support helper's sizes are small
+    args[0] = randn(T_, Bn, In)
+    args[1], args[2] = randn(Bn, Hn, scale=0.5), randn(Bn, Hn, scale=0.5)
+    args[3], args[4] = randn(4 * Hn, In, scale=0.2), randn(4 * Hn, Hn, scale=0.2)
+    args[5], args[6] = randn(4 * Hn, scale=0.2), randn(4 * Hn, scale=0.2)
+    reg = list(regularizers(T=T_, B=Bn, I=In, H=Hn, Hout=Hn, which=reg_which)) if reg_which else []
+    expected = ops.layer_forward(*args, *reg)
+    set_path(path)
+    got = ops.layer_forward(*to(args + reg, "cuda", dtype))
+    assert _C.last_cuda_forward_path() == path
+    tol = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]
+    for name, a, e in zip(["out", "h_n", "c_n"], got[:3], expected[:3]):
+        assert rel_err(a, e) < tol, name
+
+
+@pytest.mark.parametrize("Hn,dtype", [(768, torch.float32), (768, torch.bfloat16),
+                                      (1024, torch.float32)])
+def test_persistent_kernel_beyond_48k_shared_memory(Hn, dtype):
+    plan = _C.persistent_plan(16, Hn, False, torch.tensor([], dtype=dtype).element_size(), 4,
+                              torch.cuda.get_device_properties(0).multi_processor_count,
+                              227 * 1024, 1024)
+    assert plan["ok"], plan["why"]
+    if plan["smem_bytes"] <= 48 * 1024:
+        pytest.skip(f"this plan needs only {plan['smem_bytes']} bytes")
+    _forward_vs_cpu(Hn, 16, dtype, "persistent")
+
+
+@pytest.mark.parametrize("Hn", [40, 265])
+@pytest.mark.parametrize("Bn", [1, 2, 16])
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+def test_odd_hidden_sizes_and_batches(Hn, Bn, path):
+    _forward_vs_cpu(Hn, Bn, torch.float32, path, masked=True)
+
+
+def test_float16_persistent_with_masks_and_regularizers():
+    _forward_vs_cpu(64, 4, torch.float16, "persistent", masked=True, reg_which="iorc")
+
+
+def test_cuda_graph_capture_takes_the_gemm_path_and_replays():
+    lstm = torchlstm.LSTM(32, 64).cuda()
+    x = randn(20, 4, 32, dtype=torch.float32).cuda()
+    with torch.no_grad():
+        eager = lstm(x)[0].clone()
+        static_x = x.clone()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):  # warm-up on a side stream, as the CUDA graph docs ask
+            lstm(static_x)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_out = lstm(static_x)[0]
+        assert _C.last_cuda_forward_path() == "gemm"  # no cooperative launch in a capture
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, eager)
+        static_x.copy_(x * 0.5)
+        g.replay()
+        torch.cuda.synchronize()
+        assert rel_err(static_out, lstm(x * 0.5)[0]) < 1e-6
+
+
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+def test_non_contiguous_weights(path):
+    args = to(layer_args(requires_grad=False), "cuda", torch.float32)
+    strided = list(args)
+    for k in (3, 4):  # w_ih, w_hh as transposed copies' transposes (same values, strided)
+        strided[k] = args[k].t().contiguous().t()
+        assert not strided[k].is_contiguous()
+    set_path(path)
+    for a, e in zip(ops.layer_forward(*strided), ops.layer_forward(*args)):
+        assert torch.equal(a, e)
