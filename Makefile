@@ -47,3 +47,11 @@ clean:
 .PHONY: test-sanitize
 test-sanitize: $(DEPS)
 	PY=$(PY) MAX_JOBS=$(MAX_JOBS) tools/sanitize.sh
+
+# make wheel-test: `python -m build` (an sdist, then a wheel built from it: the extension
+# compiled from scratch, minutes), the wheel installed with pip --target into a fresh
+# directory and imported with this venv's torch (tests/test_deploy_wheel.py).
+# TORCHLSTM_FORCE_CPU=1 for a CPU-only wheel; TORCHLSTM_WHEEL=path tests a built wheel.
+.PHONY: wheel-test
+wheel-test: $(DEPS)
+	TORCHLSTM_WHEEL_TEST=1 $(PY) -m pytest tests/test_deploy_wheel.py -s $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ from .cell import LSTMCell
 from .lstm import LSTM
 from .rnn import RNN
 from . import keras_weights  # noqa: E402  (needs the modules above)
+from . import _onnx  # noqa: E402  (ONNX export: registers lazily, on torch.onnx's first use)
 
 from . import _C
 
@@ -30,5 +31,10 @@ def empty_cache() -> int:
     return _C.empty_cpu_cache()
 
 
-__all__ = ["LSTM", "LSTMCell", "RNN", "activations", "empty_cache", "keras_weights"]
+onnx_translation_table = _onnx.translation_table
+
+__all__ = ["LSTM", "LSTMCell", "RNN", "activations", "empty_cache", "keras_weights",
+           "onnx_translation_table"]
 __version__ = "0.1.0"
+
+_onnx.install()

@@ -41,10 +41,10 @@ def keras_masked_output(out: Tensor, mask: Tensor, num_directions: int,
     if zero_output_for_mask:
         keep = [m] * num_directions
     else:
-        seen = torch.cummax(m, dim=0).values  # a valid step has been seen
-        keep = [seen]
+        # a valid step has been seen (a cumsum, not cummax: ONNX has CumSum)
+        keep = [(m.cumsum(0) > 0).to(m.dtype)]
         if num_directions == 2:
-            keep.append(torch.cummax(m.flip(0), dim=0).values.flip(0))
+            keep.append((m.flip(0).cumsum(0) > 0).to(m.dtype).flip(0))
     factor = torch.stack(keep, dim=2).unsqueeze(3)  # (T, B, D, 1)
     return (out.view(T, B, num_directions, F // num_directions) * factor).view(T, B, F)
 

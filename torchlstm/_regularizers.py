@@ -26,7 +26,9 @@ def draw(options: CellOptions, training: bool, T: int, B: int, I: int, Hout: int
     def zone(shape, rate):
         if training:
             return like.new_empty(shape).bernoulli_(rate, generator=gen)
-        return like.new_full((1, 1, 1), rate).expand(shape)
+        # rate as a tensor of like's dtype: torch.onnx makes a Python float a float32
+        # constant (0.3 would be 0.30000001 in a float64 ONNX model)
+        return (like.new_ones((1, 1, 1)) * torch.tensor(rate, dtype=like.dtype)).expand(shape)
     ik = rk = zh = zc = None
     if training and options.input_dropout > 0:
         ik = keep((B, I), options.input_dropout)

@@ -45,8 +45,10 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
     if ac is not None:
         x, h0, c0 = autocast_cast(ac, x, h0, c0)
         weights = [LayerWeights(*autocast_cast(ac, *w)) for w in weights]
-    # Without autograd the inference op runs: it saves nothing for backward.
-    need_grad = torch.is_grad_enabled() and (
+    # Without autograd the inference op runs: it saves nothing for backward. While
+    # torch.jit.trace traces, the grad mode is not looked at: the tracer's check re-runs
+    # under no_grad and needs the same op (a traced module then trains as well).
+    need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and (
         x.requires_grad or h0.requires_grad or c0.requires_grad
         or any(t is not None and t.requires_grad for w in weights for t in w))
     T, B = x.shape[0], x.shape[1]
