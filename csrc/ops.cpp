@@ -1,6 +1,7 @@
 // ops.cpp — the torchlstm operator schemas and the Python module torchlstm._C.
 //
-// Schemas live here, once; each backend adds its kernels with TORCH_LIBRARY_IMPL
+// Schemas live in schemas.h, once (defined here for torchlstm, and by the CUDA
+// emulation for torchlstm_emu); each backend adds its kernels with TORCH_LIBRARY_IMPL
 // (cpu/lstm_cpu.cpp, cuda/). Fake (meta) kernels and autograd are registered from
 // Python in torchlstm/_ops.py.
 //
@@ -26,39 +27,9 @@
 #include "cpu/host_cache.h"
 #include "cuda/launch_plan.h"
 #include "gate_math.h"
+#include "schemas.h"
 
-// The regularisers, last in the layer ops' argument lists (all optional: existing callers
-// are unaffected). input_keep (B,I), recurrent_keep (B,Hout): scaled Keras dropout masks
-// (0 or 1/(1-p), constant over the sequence); zoneout_h (T,B,Hout), zoneout_c (T,B,H):
-// per-step zoneout z (1 keeps the old value; the rate in eval). See lstm_cpu.cpp.
-#define R_ARGS \
-  "Tensor? input_keep=None, Tensor? recurrent_keep=None, Tensor? zoneout_h=None, " \
-  "Tensor? zoneout_c=None"
-
-TORCH_LIBRARY(torchlstm, m) {
-  m.def(
-      "layer_forward(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
-      "int activation, int recurrent_activation, " R_ARGS ") -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "layer_inference(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? mask, bool reverse, "
-      "int activation, int recurrent_activation, " R_ARGS ") -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
-      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? mask, "
-      "Tensor output, Tensor gates, Tensor cs, bool reverse, int activation, "
-      "int recurrent_activation, " R_ARGS
-      ") -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "cell_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, int activation, int recurrent_activation) "
-      "-> (Tensor, Tensor, Tensor)");
-  m.def(
-      "cell_backward(Tensor? grad_h, Tensor? grad_c, Tensor input, Tensor hx, Tensor cx, "
-      "Tensor w_ih, Tensor w_hh, Tensor h, Tensor c, Tensor gates, int activation, "
-      "int recurrent_activation) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-}
+TORCH_LIBRARY(torchlstm, m) { torchlstm::define_schemas(m); }
 
 // The activation table of gate_math.h, for torchlstm.activations: [(name, id), ...].
 static std::vector<std::pair<std::string, int>> activation_table() {

@@ -28,6 +28,7 @@
 #include "../layer_common.h"
 #include "../lstm_args.h"
 #include "cublas_gemm.h"
+#include "launch.h"
 #include "launch_plan.h"
 #include "persistent_kernel.cuh"
 #include "step_kernels.cuh"
@@ -59,12 +60,9 @@ bool launch_persistent(const cuda_plan::PersistentPlan& p, const PersistentArgs<
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, kernel, static_cast<int>(p.threads), static_cast<size_t>(p.smem_bytes)));
   if (static_cast<int64_t>(per_sm) * sm_count < p.blocks) return false;
-  PersistentArgs<scalar_t, acc_t> a = args;
-  void* params[] = {&a};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel),
-                                             dim3(static_cast<unsigned>(p.blocks)),
-                                             dim3(static_cast<unsigned>(p.threads)), params,
-                                             static_cast<size_t>(p.smem_bytes), stream));
+  C10_CUDA_CHECK(launch_cooperative(kernel, dim3(static_cast<unsigned>(p.blocks)),
+                                    dim3(static_cast<unsigned>(p.threads)),
+                                    static_cast<size_t>(p.smem_bytes), stream, args));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
 }
@@ -212,8 +210,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       scalar_t* out_t = out.data_ptr<scalar_t>() + t * B * Hout;
       const scalar_t* h_in = h_prev;  // what the recurrent products read
       if (rk) {
-        mul_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
-            hk.data_ptr<scalar_t>(), h_prev, rk, B * Hout);
+        launch(mul_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
+               hk.data_ptr<scalar_t>(), h_prev, rk, B * Hout);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         h_in = hk.data_ptr<scalar_t>();
       }
@@ -226,13 +224,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       k.mask = mask.defined() ? mask.data_ptr<bool>() + t * B : nullptr;
       k.zc = zc ? zc + t * B * H : nullptr;
       k.zh = zh && !z.proj ? zh + t * B * Hout : nullptr;
-      forward_step_kernel<scalar_t, acc_t><<<blocks, kPointwiseThreads, 0, stream>>>(k);
+      launch(forward_step_kernel<scalar_t, acc_t>, blocks, kPointwiseThreads, 0, stream, k);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       if (z.proj) {
         gemm_rm<scalar_t>(false, true, B, Hout, H, r_ws.data_ptr<scalar_t>(), H,
                           w_hr.data_ptr<scalar_t>(), H, 0.f, out_t, Hout);  // h = r W_hr^T
         if (k.mask || zh) {
-          finish_projected_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+          launch(finish_projected_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
               out_t, h_prev, k.mask, zh ? zh + t * B * Hout : nullptr, B, Hout);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -345,7 +343,7 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
         k.zh = z.proj ? nullptr : zh_t;
         if (z.proj) {
           scalar_t* dht = dh_all.data_ptr<scalar_t>() + t * B * Hout;
-          projected_grad_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+          launch(projected_grad_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
               dht, go_t, dh, k.mask, zh_t, B, Hout);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           gemm_rm<scalar_t>(false, false, B, H, Hout, dht, Hout, w_hr.data_ptr<scalar_t>(), H, 0.f,
@@ -364,13 +362,13 @@ layer_backward_cuda(const c10::optional<at::Tensor>& grad_output_,
         k.c_prev = s == 0 ? c0.data_ptr<acc_t>() : cs.data_ptr<acc_t>() + tp * B * H;
         k.c = cs.data_ptr<acc_t>() + t * B * H;
         k.dg = dgates.data_ptr<scalar_t>() + t * B * G;
-        backward_step_kernel<scalar_t, acc_t><<<blocks, kPointwiseThreads, 0, stream>>>(k);
+        launch(backward_step_kernel<scalar_t, acc_t>, blocks, kPointwiseThreads, 0, stream, k);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         // dh_{t-1} = dgates[t] W_hh, then (mask, dropout, zoneout) what else reaches h_{t-1}
         gemm_rm<scalar_t>(false, false, B, Hout, G, k.dg, G, w_hh.data_ptr<scalar_t>(), Hout,
                           0.f, dh_nx, Hout);
         if (k.mask || rk || zh_t) {
-          dh_prev_kernel<scalar_t, acc_t><<<out_blocks, kPointwiseThreads, 0, stream>>>(
+          launch(dh_prev_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
               dh_nx, go_t, dh, k.mask, rk, zh_t, B, Hout);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -404,7 +402,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torchlstm, CUDA, m) {
+// The namespace and dispatch key the kernels register under: torchlstm / CUDA, or, in
+// the CUDA emulation (csrc/cuda_emu), torchlstm_emu / CPU.
+#ifndef TORCHLSTM_CUDA_NAMESPACE
+#define TORCHLSTM_CUDA_NAMESPACE torchlstm
+#endif
+#ifndef TORCHLSTM_CUDA_DISPATCH_KEY
+#define TORCHLSTM_CUDA_DISPATCH_KEY CUDA
+#endif
+
+TORCH_LIBRARY_IMPL(TORCHLSTM_CUDA_NAMESPACE, TORCHLSTM_CUDA_DISPATCH_KEY, m) {
   m.impl("layer_forward", &layer_forward_cuda);
   m.impl("layer_inference", &layer_inference_cuda);
   m.impl("layer_backward", &layer_backward_cuda);
