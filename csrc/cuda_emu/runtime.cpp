@@ -104,13 +104,13 @@ cudaDeviceProp make_h100(const char* name) {
   return p;
 }
 cudaDeviceProp make_small() {
-  cudaDeviceProp p = make_h100("emulated small GPU (4 SMs, 48 KiB shared memory)");
+  cudaDeviceProp p = make_h100("emulated small GPU (16 SMs, 48 KiB shared memory)");
   p.totalGlobalMem = size_t(4) << 30;
   p.sharedMemPerBlockOptin = 48 * 1024;
   p.sharedMemPerMultiprocessor = 64 * 1024;
   p.maxThreadsPerMultiProcessor = 1024;
   p.maxBlocksPerMultiProcessor = 16;
-  p.multiProcessorCount = 4;
+  p.multiProcessorCount = 16;
   p.major = 7;
   p.minor = 5;
   return p;

@@ -44,7 +44,7 @@ unsigned char tls_init_byte();
 
 // ---- the emulated device, for the module's Python controls ----------------------------
 // Presets: "h100" (132 SMs, 227 KiB opt-in, cooperative), "h200" (same limits),
-// "small" (4 SMs, 48 KiB opt-in, 64 KiB per SM, 1024 threads per SM).
+// "small" (16 SMs, 48 KiB opt-in, 64 KiB per SM, 1024 threads per SM).
 bool set_device_preset(const std::string& name);
 cudaDeviceProp& mutable_properties();
 void set_capture_status(cudaStreamCaptureStatus s);
