@@ -9,6 +9,7 @@ MAX_JOBS bounds the compiler processes (ninja), as for setup.py.
 """
 import glob
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,13 +43,31 @@ if TSAN:
 else:
     flags += ["-O2"]
 
+INCLUDE = os.path.join(ROOT, "csrc", "cuda_emu", "include")
+objects = []
+if TSAN:
+    # The scheduler (runtime.cpp: no torch headers) is compiled without instrumentation:
+    # its bookkeeping crosses fibers by design. It annotates the kernels' synchronisation
+    # (barriers, grid.sync, launch start and end) for ThreadSanitizer instead.
+    SOURCES.remove("csrc/cuda_emu/runtime.cpp")
+    obj_dir = os.path.join("build", "cuda_emu_tsan")
+    os.makedirs(obj_dir, exist_ok=True)
+    runtime_o = os.path.join(obj_dir, "runtime_uninstrumented.o")
+    cmd = [os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-g", "-fPIC", "-fvisibility=hidden",
+           "-DTORCHLSTM_CUDA_EMULATION", "-DTORCHLSTM_EMU_TSAN", "-I", INCLUDE,
+           "-c", "csrc/cuda_emu/runtime.cpp", "-o", runtime_o]
+    print(" ".join(cmd))
+    subprocess.check_call(cmd)
+    objects.append(runtime_o)
+
 ext = CppExtension(
     "torchlstm._cuda_emu",
     SOURCES,
     # first on the include path: the emulated cuda_runtime.h, cublas_v2.h, ATen/cuda, c10/cuda
-    include_dirs=[os.path.join(ROOT, "csrc", "cuda_emu", "include")],
+    include_dirs=[INCLUDE],
     extra_compile_args={"cxx": flags},
     extra_link_args=link,
+    extra_objects=objects,
 )
 
 print(f"torchlstm: building torchlstm._cuda_emu{' (ThreadSanitizer)' if TSAN else ''}")

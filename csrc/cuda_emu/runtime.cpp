@@ -36,7 +36,10 @@
 #include <ucontext.h>
 #endif
 
-#if defined(__SANITIZE_THREAD__)
+// The ThreadSanitizer build compiles this file WITHOUT instrumentation (build.py, with
+// -DTORCHLSTM_EMU_TSAN): the scheduler's own bookkeeping crosses fibers by design; the
+// kernels' accesses are instrumented, ordered by the barrier annotations below.
+#if defined(__SANITIZE_THREAD__) || defined(TORCHLSTM_EMU_TSAN)
 #define TL_EMU_TSAN 1
 extern "C" {
 void* __tsan_get_current_fiber(void);
@@ -319,6 +322,7 @@ struct Block {
   unsigned char grid_sync[2];
   std::vector<unsigned char> smem_copy;  // default mode, cooperative: the block's dynamic shared memory
   bool started = false;
+  unsigned char start_sync;  // ThreadSanitizer: the block's shared memory poisoned before its threads run
 };
 
 // Cross-OS-thread meeting of the blocks at grid.sync (block-threads mode).
@@ -415,6 +419,7 @@ void fiber_main() {
   Fiber* f = tl_sched->cur;
   Grid& g = *f->block->grid;
   TL_TSAN_ACQUIRE(&g.start_sync);
+  TL_TSAN_ACQUIRE(&f->block->start_sync);
   try {
     g.body(g.ctx);
   } catch (const std::exception& e) {
@@ -718,6 +723,7 @@ void run_block_thread(Grid& g, Block& b) {
   OsGridBarrier& os = g.os;
   start_block(s, b);
   poison_smem(g.cfg.smem);
+  TL_TSAN_RELEASE(&b.start_sync);
   for (;;) {
     run_block(s, b);
     if (g.error) break;
@@ -837,7 +843,14 @@ cudaError_t run_grid(const LaunchConfig& cfg, void (*body)(void*), void* ctx) {
     fail(g, e.what());
   }
   TL_TSAN_ACQUIRE(&g.end_sync);
-  if (g.error) return reject(cudaErrorLaunchFailure, "emulated kernel failed: " + g.msg);
+  if (g.error) {
+    std::string msg;
+    {
+      std::lock_guard<std::mutex> lock(g.msg_mutex);  // (written by a failing fiber)
+      msg = g.msg;
+    }
+    return reject(cudaErrorLaunchFailure, "emulated kernel failed: " + msg);
+  }
   return cudaSuccess;
 }
 
