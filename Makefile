@@ -26,7 +26,7 @@ EMU_FLAVOUR := $(if $(filter-out 0,$(EMU_TSAN)),tsan,plain)
 EMU_OTHER   := $(if $(filter tsan,$(EMU_FLAVOUR)),plain,tsan)
 EMU_BUILT   := $(VENV)/.emu-built-$(EMU_FLAVOUR)
 EMU_SOURCES := $(shell find csrc/cuda csrc/cuda_emu -type f) $(wildcard csrc/*.h) \
-               csrc/lstm_args.cpp csrc/layer_common.cpp csrc/cpu/host_cache.cpp csrc/cpu/host_cache.h
+               csrc/layer_call.cpp csrc/layer_grads.cpp csrc/cpu/host_cache.cpp csrc/cpu/host_cache.h
 ifeq ($(EMU_FLAVOUR),tsan)
 EMU_RUN     := LD_PRELOAD=$(shell gcc -print-file-name=libtsan.so) OMP_NUM_THREADS=1 \
                TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0 $(TSAN_OPTIONS)"
@@ -68,3 +68,10 @@ $(EMU_BUILT): $(DEPS) $(EMU_SOURCES)
 
 clean:
 	rm -rf build torchlstm/_C*.so torchlstm/_cuda_emu*.so $(BUILT) $(VENV)/.emu-built-*
+
+# make test-sanitize: the CPU extension built with -fsanitize=address,undefined in a copy
+# of the sources (.venv/sanitize; the normal build is untouched) and the C++-facing tests
+# run on it; fails on any sanitizer report (tools/sanitize.sh). Slow: not part of `make test`.
+.PHONY: test-sanitize
+test-sanitize: $(DEPS)
+	PY=$(PY) MAX_JOBS=$(MAX_JOBS) tools/sanitize.sh

@@ -3,6 +3,8 @@ toolkit and a CUDA build of torch are both present.
 
 TORCHLSTM_FORCE_CPU=1 builds the CPU-only extension even where CUDA is available.
 TORCHLSTM_PTXAS_VERBOSE=1 puts ptxas' resource report of every CUDA kernel in the build log.
+TORCHLSTM_SANITIZE=1 adds AddressSanitizer and UndefinedBehaviorSanitizer to the C++ (CPU)
+code (-fsanitize=address,undefined, -O1 -g; tools/sanitize.sh, `make test-sanitize`).
 TORCHLSTM_CPU_ARCH=generic builds the CPU kernels without AVX2 (they are built with
 AVX2+FMA where the build machine has both: the extension is built from source on the
 machine that runs it, and ATen's SIMD vectors then take their AVX2 form).
@@ -92,16 +94,21 @@ def _sources(pattern):
 
 
 def extension():
-    cpp = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    # csrc/cuda/*.cpp is plain C++ (the launch plan's bindings): built in every extension
+    cpp = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + _sources("csrc/cuda/*.cpp")
     # -fopenmp: at::parallel_for is inline and only parallel when compiled with OpenMP;
     # the libgomp it links is the one torch has already loaded (same soname).
     cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"] + _cpu_flags()
     link_flags = ["-fopenmp"]
+    if os.environ.get("TORCHLSTM_SANITIZE", "0") not in ("", "0"):
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        cxx_flags += sanitize + ["-O1", "-g"]  # -O1 after -O3: the sanitizers' usual level
+        link_flags += sanitize
     if not _use_cuda():
         print(f"torchlstm: building the CPU-only extension ({' '.join(cxx_flags)})")
         return CppExtension("torchlstm._C", cpp, extra_compile_args={"cxx": cxx_flags},
                             extra_link_args=link_flags)
-    cu = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
+    cu = _sources("csrc/cuda/*.cu")
     arch = os.environ.get("TORCHLSTM_CUDA_ARCHS", "80;90")
     # No --use_fast_math: the activations are checked against Keras and float64
     # references, and fast-math's approximate exp/division would loosen that.

@@ -1,28 +1,21 @@
 """What torchlstm is measured against, besides torch.nn.LSTM itself: the per-step loop
 people write when they need an activation nn.LSTM lacks, eager and under torch.compile.
-Both take their weights from a torchlstm.LSTM (one layer, one direction)."""
+Both take their weights from a torchlstm.LSTM (one layer, one direction); the step is
+torchlstm's one reference step (two linears, chunk, activations, cell update)."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import functools
 
-from torchlstm import activations
+import torch
+
+from torchlstm import _reference, activations
 
 
 def make_cell_step(lstm):
-    """One LSTM step as people write it: two linears, chunk, activations, cell update."""
-    act = activations.reference(activations.name_of(lstm._activation_id))
-    ract = activations.reference(activations.name_of(lstm._recurrent_activation_id))
-
-    def step(x_t, h, c, w_ih, w_hh, b_ih, b_hh, w_hr):
-        gates = F.linear(x_t, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = ract(f) * c + ract(i) * act(g)
-        h = ract(o) * act(c)
-        if w_hr is not None:
-            h = F.linear(h, w_hr)
-        return h, c
-    return step
+    """One LSTM step as people write it, with the module's activations."""
+    return functools.partial(_reference.cell_step,
+                             act=activations.as_function(lstm.options.activation_id),
+                             ract=activations.as_function(lstm.options.recurrent_activation_id))
 
 
 class LoopLSTM(torch.nn.Module):

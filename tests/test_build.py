@@ -8,7 +8,7 @@ import torch
 import torchlstm
 from torchlstm import _C
 
-OPS = ["layer_forward", "layer_inference", "layer_backward", "cell_forward", "cell_backward"]
+OPS = ["layer_forward", "layer_inference", "layer_backward"]
 
 
 @pytest.mark.parametrize("name", OPS)

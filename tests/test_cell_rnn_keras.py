@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import torchlstm
-from conftest import assert_close, assert_same_lstm, randn
-from reference import lstm_layer
+from support import assert_close, assert_same_lstm, lstm_layer, randn
 
 I, H, T, B = 5, 6, 7, 3
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import torchlstm
-from conftest import assert_close, randn
+from support import assert_close, randn
 
 
 class Tagger(torch.nn.Module):

@@ -14,9 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
 from torchlstm import _C, activations
-from conftest import randn, twin_lstms
-from test_dropout import regularizers
-from test_ops import BOUNDED, layer_args, random_mask
+from support import BOUNDED, layer_args, randn, random_mask, regularizers, twin_lstms
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 ops = torch.ops.torchlstm
@@ -363,13 +361,8 @@ def test_opcheck_cuda(dtype, proj, masked):
     bw = (torch.randn_like(out), torch.randn_like(h), torch.randn_like(c), *det[:5],
           det[7], det[8], out, gates, cs, False, 0, 1)
     torch.library.opcheck(ops.layer_backward, bw)
-    cell = (det[0][0], *det[1:5], det[5], det[6], 0, 1)
-    if not proj:
-        torch.library.opcheck(ops.cell_forward, cell)
-        with torch.no_grad():
-            h1, c1, g1 = ops.cell_forward(*cell)
-        torch.library.opcheck(ops.cell_backward, (torch.randn_like(h1), torch.randn_like(c1),
-                                                  det[0][0], *det[1:5], h1, c1, g1, 0, 1))
+    one_step = (det[0][:1], *det[1:])  # what LSTMCell runs
+    torch.library.opcheck(ops.layer_inference, one_step)
 
 
 def test_compile_fullgraph_cuda():

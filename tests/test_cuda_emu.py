@@ -11,9 +11,7 @@ shared memory starts as NaN bytes too."""
 import pytest
 import torch
 
-from conftest import randn
-from reference import lstm_layer
-from test_dropout import regularizers
+from support import lstm_layer, randn, regularizers
 from torchlstm import activations
 
 emu = pytest.importorskip("torchlstm._cuda_emu", reason="torchlstm._cuda_emu not built "
@@ -250,21 +248,6 @@ def test_layer_inference_equals_forward(path):
     fwd = eops.layer_forward(*args)
     for a, e in zip(inf, fwd[:3]):
         assert torch.equal(a, e)
-
-
-def test_cell_ops_match_cpu():
-    x, h, c = randn(3, 6), randn(3, 40), randn(3, 40)
-    w_ih, w_hh, b1, b2 = randn(160, 6, scale=0.4), randn(160, 40, scale=0.4), randn(160), randn(160)
-    got = eops.cell_forward(x, h, c, w_ih, w_hh, b1, b2, TANH, SIGMOID)
-    assert emu.last_cuda_forward_path() == "gemm"  # one step: never the persistent kernel
-    want = ops.cell_forward(x, h, c, w_ih, w_hh, b1, b2, TANH, SIGMOID)
-    for a, e in zip(got, want):
-        assert rel_err(a, e) < 1e-13
-    gh, gc = randn(3, 40), randn(3, 40)
-    got_b = eops.cell_backward(gh, gc, x, h, c, w_ih, w_hh, *got[:2], got[2], TANH, SIGMOID)
-    want_b = ops.cell_backward(gh, gc, x, h, c, w_ih, w_hh, *want[:2], want[2], TANH, SIGMOID)
-    for a, e in zip(got_b, want_b):
-        assert rel_err(a, e) < 1e-12
 
 
 # ------------------------------------------------------------------ path choice, fallbacks

@@ -2,40 +2,15 @@
 reference loop (outputs and every gradient), gradcheck, opcheck, the modules'
 determinism, eval mode, statistics, masks constant over time, RNN(LSTMCell) == LSTM,
 the unfused path and bad input."""
-import itertools
 
 import pytest
 import torch
 
 import torchlstm
-from conftest import assert_close, assert_same_lstm, randn
-from reference import lstm_layer
-from test_ops import CASES, layer_args, random_mask
+from support import CASES, assert_close, assert_same_lstm, layer_args, lstm_layer, randn, random_mask, regularizers
 
 ops = torch.ops.torchlstm
 I, H, P, T, B = 3, 4, 2, 5, 3
-
-
-def regularizers(T=T, B=B, I=I, H=H, Hout=H, dtype=torch.float64, which="iorc", eval_z=False):
-    """(input_keep, recurrent_keep, zoneout_h, zoneout_c) for the op: scaled 0/(1/(1-p))
-    dropout masks with holes, z in {0, 1} (training) or an expanded rate (eval);
-    `which` picks i(nput), r(ecurrent), o (zoneout h), c (zoneout c)."""
-    def keep(shape, p):
-        m = (torch.rand(shape) >= p).to(dtype) / (1 - p)
-        m.view(-1)[0] = 0  # at least one hole, one kept
-        m.view(-1)[-1] = 1 / (1 - p)
-        return m
-
-    def zone(shape, rate):
-        if eval_z:
-            return torch.full((1, 1, 1), rate, dtype=dtype).expand(shape)
-        z = (torch.rand(shape) < rate).to(dtype)
-        z.view(-1)[0], z.view(-1)[-1] = 1, 0
-        return z
-    return (keep((B, I), 0.3) if "i" in which else None,
-            keep((B, Hout), 0.4) if "r" in which else None,
-            zone((T, B, Hout), 0.3) if "o" in which else None,
-            zone((T, B, H), 0.4) if "c" in which else None)
 
 
 def wrt_of(args):
@@ -305,9 +280,11 @@ def test_statistics_of_the_masks():
     assert abs((gx[0] == 0).double().mean().item() - 0.3) < 0.04
     assert abs((gh0[0] == 0).double().mean().item() - 0.4) < 0.04
     # the masks the module draws: 0 or 1/(1-p), mean ≈ 1 (the expectation is kept)
-    from torchlstm._sequence import Regularizers, draw_regularizers
-    ik, rk, _, _ = draw_regularizers(Regularizers(0.3, 0.4), True, 1, 4096, 8, 8, 1,
-                                     x.detach(), None)
+    from torchlstm import _regularizers
+    from torchlstm._options import CellOptions
+    ik, rk, _, _ = _regularizers.draw(CellOptions.make("LSTM", input_dropout=0.3,
+                                                       recurrent_dropout=0.4),
+                                      True, 1, 4096, 8, 8, 1, x.detach(), None)
     for keep, p in ((ik, 0.3), (rk, 0.4)):
         assert set(keep.unique().tolist()) <= {0.0, 1 / (1 - p)}
         assert abs(keep.mean().item() - 1) < 0.03
@@ -400,7 +377,7 @@ def test_no_options_draw_nothing():
     state = torch.get_rng_state()
     m(x)
     assert torch.equal(torch.get_rng_state(), state)
-    assert m._generator is None
+    assert m._rng.generator is None
 
 
 def test_repr_and_attributes():

@@ -4,6 +4,7 @@ import torch
 
 import torchlstm
 from torchlstm import activations
+from support import op_args
 
 ops = torch.ops.torchlstm
 
@@ -136,16 +137,6 @@ def test_rnn_errors():
 
 
 # ----------------------------------------------------------------- the ops, called directly
-def op_args(**override):
-    T, B, I, H = 4, 3, 5, 6
-    a = dict(input=torch.randn(T, B, I), h0=torch.randn(B, H), c0=torch.randn(B, H),
-             w_ih=torch.randn(4 * H, I), w_hh=torch.randn(4 * H, H), b_ih=torch.randn(4 * H),
-             b_hh=torch.randn(4 * H), w_hr=None, mask=None, reverse=False, activation=0,
-             recurrent_activation=1)
-    a.update(override)
-    return list(a.values())
-
-
 @pytest.mark.parametrize("override,exc,pattern", [
     (dict(input=torch.randn(4, 5)), ValueError, "input must be 3-D"),
     (dict(w_ih=torch.randn(23, 5)), ValueError, r"w_ih must have shape \(4\*hidden_size"),
@@ -204,39 +195,6 @@ def test_op_zero_dim_projection_weight():
         ops.layer_forward(*op_args(w_hr=torch.tensor(1.0)))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_on_cpu_matches_float64(dtype):
-    """float16/bfloat16 on the CPU: computed in float32, results in the input's dtype,
-    within the dtype's rounding of the float64 answer; cell states saved in float32."""
-    torch.manual_seed(0)
-    ref = torchlstm.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4,
-                         dtype=torch.float64)
-    m = torchlstm.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4)
-    m.load_state_dict(ref.state_dict())
-    m = m.to(dtype)
-    x64 = torch.randn(10, 3, 8, dtype=torch.float64, requires_grad=True)
-    x = x64.detach().to(dtype).requires_grad_()
-    (o, (h, c)), (o64, (h64, c64)) = m(x), ref(x64)
-    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
-    for a, e in ((o, o64), (h, h64), (c, c64)):
-        assert a.dtype == dtype
-        assert ((a.double() - e).norm() / e.norm()).item() < tol
-    g = torch.autograd.grad((o.float() * 1.5).sum() + c.float().sum(), [x, *m.parameters()])
-    g64 = torch.autograd.grad((o64 * 1.5).sum() + c64.sum(), [x64, *ref.parameters()])
-    for a, e in zip(g, g64):
-        assert a.dtype == dtype
-        assert ((a.double() - e).norm() / e.norm()).item() < 2 * tol
-    args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-            for a in op_args()]
-    out, h_n, c_n, gates, cs = ops.layer_forward(*args)
-    assert out.dtype == gates.dtype == dtype and cs.dtype == torch.float32
-    torch.library.opcheck(ops.layer_forward, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
-    cell = torchlstm.LSTMCell(8, 16).to(dtype)
-    h1, c1 = cell(x[0])
-    assert h1.dtype == dtype and torch.autograd.grad(h1.float().sum(), x)[0].dtype == dtype
-
-
 def test_cell_states_must_have_the_cell_state_dtype():
     args = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point()
             else a for a in op_args()]
@@ -244,19 +202,3 @@ def test_cell_states_must_have_the_cell_state_dtype():
     with pytest.raises(TypeError, match="cs must have dtype Float"):
         ops.layer_backward(None, None, None, *args[:5], None, None, out, gates,
                            cs.to(torch.bfloat16), False, 0, 1)
-
-
-def test_cpu_autocast_keeps_float32():
-    """torch.autocast on the CPU leaves torchlstm in its parameters' dtype (the CUDA
-    autocast casts to the autocast dtype, as cuDNN's nn.LSTM: tests/test_cuda.py)."""
-    m = torchlstm.LSTM(3, 4, num_layers=2)
-    cell = torchlstm.LSTMCell(3, 4)
-    x = torch.randn(5, 2, 3)
-    expected, (h, c) = m(x)
-    expected_cell = cell(x[0])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, (h2, c2) = m(x)
-        out_cell = cell(x[0])
-    assert out.dtype == torch.float32
-    assert torch.equal(out, expected) and torch.equal(h2, h) and torch.equal(c2, c)
-    assert torch.equal(out_cell[0], expected_cell[0])

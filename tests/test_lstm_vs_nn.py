@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
-from conftest import assert_close, cpu_avx512, randn, twin_lstms
+from support import assert_close, cpu_avx512, randn, twin_lstms
 
 I, H, T, B = 5, 7, 6, 4
 

@@ -7,37 +7,12 @@ import torch
 
 import torchlstm
 from torchlstm import activations
-from conftest import assert_close, cpu_avx512, randn
-from reference import lstm_layer
+from support import BOUNDED, CASES, assert_close, cpu_avx512, layer_args, lstm_layer, randn, random_mask
 
 ops = torch.ops.torchlstm
 I, H, P, T, B = 3, 4, 2, 5, 3
 
 
-def layer_args(proj=False, bias=True, mask=None, reverse=False, act="tanh", ract="sigmoid",
-               dtype=torch.float64, requires_grad=True, T=T, B=B, scale=1.0):
-    """Random arguments of layer_forward. Lower `scale` keeps unbounded activations
-    (relu, linear: c and h grow geometrically over time) in a range gradcheck can use."""
-    Hout = P if proj else H
-    rg = dict(dtype=dtype, requires_grad=requires_grad)
-    return (randn(T, B, I, **rg), randn(B, Hout, scale=scale, **rg),
-            randn(B, H, scale=scale, **rg), randn(4 * H, I, scale=0.5 * scale, **rg),
-            randn(4 * H, Hout, scale=0.5 * scale, **rg),
-            randn(4 * H, scale=scale, **rg) if bias else None,
-            randn(4 * H, scale=scale, **rg) if bias else None,
-            randn(Hout, H, scale=0.5, **rg) if proj else None, mask, reverse,
-            activations.resolve(act), activations.resolve(ract))
-
-
-def random_mask(T=T, B=B):
-    m = torch.rand(T, B) > 0.4
-    m[:, 0] = True          # one row always valid
-    m[:, -1] = False        # one row never valid
-    m[2:, 1] = False        # right padding on another
-    return m
-
-
-CASES = list(itertools.product([False, True], [False, True], [False, True], [False, True]))
 
 
 @pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
@@ -51,12 +26,16 @@ def test_layer_gradcheck(proj, bias, masked, reverse):
 
 
 def test_cell_gradcheck():
+    """LSTMCell is layer_forward over one step: gradcheck through the module."""
     x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args()[:7]
-    args = (x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)
-    assert torch.autograd.gradcheck(lambda *a: ops.cell_forward(*a)[:2], args)
+    cell = torchlstm.LSTMCell(I, H, dtype=torch.float64)
+
+    def f(x_t, h, c, *params):
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return torch.func.functional_call(cell, dict(zip(names, params)), (x_t, (h, c)))
+    assert torch.autograd.gradcheck(f, (x[0], h, c, w_ih, w_hh, b_ih, b_hh))
 
 
-BOUNDED = {"tanh", "sigmoid", "hard_sigmoid", "softsign", "hard_tanh", "sparse_sigmoid"}
 # every activation as the candidate/output one and as the gates' one, plus a few mixes
 ACT_PAIRS = sorted({(a, "sigmoid") for a in activations.FUSED}
                    | {("tanh", r) for a in activations.FUSED for r in [a]}
@@ -115,9 +94,13 @@ def test_mask_vs_reference(proj, reverse):
         assert_close(a, e, torch.float64)
 
 
-def test_cell_op_vs_nn_lstmcell_maths():
+def test_cell_vs_nn_lstmcell_maths():
     x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args()[:7]
-    got = ops.cell_forward(x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)[:2]
+    cell = torchlstm.LSTMCell(I, H, dtype=torch.float64)
+    with torch.no_grad():
+        for p, v in zip(cell.parameters(), (w_ih, w_hh, b_ih, b_hh)):
+            p.copy_(v)
+    got = cell(x[0], (h, c))
     want = torch._VF.lstm_cell(x[0], (h, c), w_ih, w_hh, b_ih, b_hh)
     for a, e in zip(got, want):
         assert_close(a, e, torch.float64)
@@ -137,15 +120,12 @@ def test_opcheck_layer_ops(proj, masked, reverse):
     torch.library.opcheck(ops.layer_backward, bw_args)
 
 
-def test_opcheck_cell_ops():
-    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args(dtype=torch.float32)[:7]
-    args = (x[0], h, c, w_ih, w_hh, b_ih, b_hh, 0, 1)
-    torch.library.opcheck(ops.cell_forward, args)
-    with torch.no_grad():
-        h1, c1, gates = ops.cell_forward(*args)
-    bw = (randn(B, H, dtype=torch.float32), randn(B, H, dtype=torch.float32)) + tuple(
-        a.detach() for a in args[:5]) + (h1, c1, gates, 0, 1)
-    torch.library.opcheck(ops.cell_backward, bw)
+def test_opcheck_one_step():
+    """What LSTMCell runs: the layer ops over a sequence of one."""
+    args = layer_args(dtype=torch.float32, T=1)
+    torch.library.opcheck(ops.layer_forward, args)
+    torch.library.opcheck(ops.layer_inference, tuple(
+        a.detach() if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def test_backward_with_missing_grads():

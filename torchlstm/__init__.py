@@ -3,8 +3,8 @@
 Drop-in for ``torch.nn.LSTM`` / ``torch.nn.LSTMCell`` (same constructor, parameters,
 state_dict, inputs and outputs), with the Keras options PyTorch lacks.
 
-    LSTMCell  the step (the heart): one fused kernel computes the gates and the cell update
-    LSTM      the sequence (the shell): runs the cell's maths over time in C++/CUDA
+    LSTM      the sequence: each layer and direction one fused op, over time in C++/CUDA
+    LSTMCell  one step: the same op over a sequence of one
     RNN       Keras' RNN(LSTMCell(n)): a cell run over a sequence by the same fused op
 """
 from . import _ops  # noqa: F401  (registers the ops' fake kernels and autograd)

@@ -8,17 +8,6 @@ import torch
 from torch import nn
 from torch.nn import init
 
-INITS = ("torch", "keras")
-
-
-def check(init_name, unit_forget_bias) -> None:
-    if init_name not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init_name!r}")
-    if not isinstance(unit_forget_bias, bool):
-        raise TypeError(f"unit_forget_bias should be of type bool, got: "
-                        f"{type(unit_forget_bias).__name__}")
-
-
 def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
           unit_forget_bias: bool) -> None:
     """groups: (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and direction.

@@ -1,88 +1,147 @@
-"""Python registrations of the torchlstm ops: fake (meta) kernels and autograd.
+"""The op bindings: the ONE Python file that knows the torchlstm ops' argument orders
+(csrc/ops.h defines the schemas). It registers each op's fake kernel (shapes only, so
+torch.compile / FakeTensor can trace it) and the autograd formula of layer_forward, and
+gives the rest of the package one named entry point, ``run_layer``.
 
-The C++ library (torchlstm._C) defines the schemas and the CPU/CUDA kernels. Here each
-op gets a fake kernel (shapes only, so torch.compile / FakeTensor can trace it) and the
-forward ops get autograd formulas that call the backward ops.
-
-The layer ops take four optional regularisers last (input_keep, recurrent_keep,
-zoneout_h, zoneout_c; see csrc/ops.cpp): they are inputs, never differentiated (their
-gradient is None), and backward gets them back to recompute what the forward did.
+The regularisers (input_keep, recurrent_keep, zoneout_h, zoneout_c) are op inputs that
+are never differentiated (their gradient is None); backward gets them back to recompute
+what the forward did.
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
+from torch import Tensor
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.torchlstm.*)
+from . import _reference, activations
 
 ops = torch.ops.torchlstm
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+class LayerWeights(NamedTuple):
+    """The parameters of one layer and direction (None where absent)."""
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Optional[Tensor]
+    b_hh: Optional[Tensor]
+    w_hr: Optional[Tensor]
+
+
+class LayerRegularizers(NamedTuple):
+    """One call's Keras dropout masks and zoneout z (None where off; see csrc/layer_call.h)."""
+    input_keep: Optional[Tensor] = None
+    recurrent_keep: Optional[Tensor] = None
+    zoneout_h: Optional[Tensor] = None
+    zoneout_c: Optional[Tensor] = None
+
+
+NO_REGULARIZERS = LayerRegularizers()
+
+
+def cell_state_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the kernels keep cell states in (and save them for backward in): float32
-    for float16/bfloat16 inputs (CUDA), else the input's own."""
+    for float16/bfloat16 inputs, else the input's own."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optional[Tensor],
+              reverse: bool, activation, recurrent_activation,
+              reg: LayerRegularizers = NO_REGULARIZERS, need_grad: bool = True):
+    """One layer and direction over a time-major sequence x (T,B,I):
+    (output (T,B,Hout), h_n (B,Hout), c_n (B,H)). activation, recurrent_activation: kernel
+    ids, or callables; callables and dtypes the kernels lack (complex) take the reference
+    loop, with autograd. need_grad=False runs the inference op, which saves nothing."""
+    if callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES:
+        return _reference.layer_forward(
+            x, h0, c0, *w, mask=mask, reverse=reverse,
+            act=activations.as_function(activation),
+            ract=activations.as_function(recurrent_activation), **reg._asdict())
+    op = ops.layer_forward if need_grad else ops.layer_inference
+    return op(x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask, reverse, activation,
+              recurrent_activation, *reg)[:3]
 
 
 # --------------------------------------------------------------------------- fake kernels
 # Every real kernel returns fresh contiguous tensors, so the fakes do too (new_empty with
-# a shape, never empty_like, which would copy an input's strides).
-@torch.library.register_fake("torchlstm::layer_forward")
-def _layer_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse,
-                        activation, recurrent_activation, input_keep=None, recurrent_keep=None,
-                        zoneout_h=None, zoneout_c=None):
-    torch._check(input.dim() == 3, lambda: "torchlstm.layer_forward: input must be 3-D")
+# a shape, never empty_like, which would copy an input's strides). A call mixing a meta
+# tensor with real ones reaches the fake kernel through the dispatcher (the Meta key
+# wins): it must fail as the real kernels do, naming the argument, not return
+# uninitialised numbers.
+def _check_devices(op: str, input: Tensor, **tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"{op}: {name} must be on the device of input ({input.device}), "
+                               f"got {t.device}")
+
+
+def _check_required(op: str, **tensors) -> None:
+    for name, t in tensors.items():
+        if t is None:
+            raise TypeError(f"{op}: {name} must be a tensor, got None")
+
+
+def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
+                  recurrent_activation, input_keep=None, recurrent_keep=None, zoneout_h=None,
+                  zoneout_c=None):
+    torch._check(input.dim() == 3, lambda: f"{op}: input must be 3-D")
+    _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh)
+    _check_devices(op, input, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                   w_hr=w_hr, mask=mask, input_keep=input_keep, recurrent_keep=recurrent_keep,
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c)
     T, B, _ = input.shape
     H = w_ih.shape[0] // 4
     Hout = w_hr.shape[0] if w_hr is not None else H
     return (input.new_empty(T, B, Hout), input.new_empty(B, Hout), input.new_empty(B, H),
-            input.new_empty(T, B, 4 * H), input.new_empty(T, B, H, dtype=acc_dtype(input.dtype)))
+            input.new_empty(T, B, 4 * H),
+            input.new_empty(T, B, H, dtype=cell_state_dtype(input.dtype)))
+
+
+@torch.library.register_fake("torchlstm::layer_forward")
+def _layer_forward_fake(*args):
+    return _forward_fake("torchlstm.layer_forward", *args)
 
 
 @torch.library.register_fake("torchlstm::layer_inference")
 def _layer_inference_fake(*args):
-    return _layer_forward_fake(*args)[:3]
+    return _forward_fake("torchlstm.layer_inference", *args)[:3]
 
 
 @torch.library.register_fake("torchlstm::layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation,
                          input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None):
+    op = "torchlstm.layer_backward"
+    _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, output=output, gates=gates, cs=cs)
+    _check_devices(op, input, grad_output=grad_output, grad_hn=grad_hn, grad_cn=grad_cn, h0=h0,
+                   c0=c0, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, mask=mask, output=output,
+                   gates=gates, cs=cs, input_keep=input_keep, recurrent_keep=recurrent_keep,
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c)
     H = w_ih.shape[0] // 4
     return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
             w_hr.new_empty(w_hr.shape) if w_hr is not None else w_ih.new_empty(0))
 
 
-@torch.library.register_fake("torchlstm::cell_forward")
-def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, activation,
-                       recurrent_activation):
-    torch._check(input.dim() == 2, lambda: "torchlstm.cell_forward: input must be 2-D")
-    B = input.shape[0]
-    H = w_ih.shape[0] // 4
-    return input.new_empty(B, H), input.new_empty(B, H), input.new_empty(B, 4 * H)
-
-
-@torch.library.register_fake("torchlstm::cell_backward")
-def _cell_backward_fake(grad_h, grad_c, input, hx, cx, w_ih, w_hh, h, c, gates, activation,
-                        recurrent_activation):
-    H = w_ih.shape[0] // 4
-    return (input.new_empty(input.shape), hx.new_empty(hx.shape), cx.new_empty(cx.shape),
-            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H))
-
-
 # --------------------------------------------------------------------------- autograd
+_FORWARD_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "mask",
+                 "reverse", "activation", "recurrent_activation") + LayerRegularizers._fields
+
+
 def _layer_setup_context(ctx, inputs, output):
-    (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
-     recurrent_activation) = inputs[:12]
-    regularizers = tuple(inputs[12:]) + (None,) * (16 - len(inputs))
+    a = dict(zip(_FORWARD_ARGS, inputs))  # regularisers not given: absent
+    reg = LayerRegularizers(*(a.get(n) for n in LayerRegularizers._fields))
     out, _h_n, _c_n, gates, cs = output
-    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *regularizers)
+    ctx.save_for_backward(a["input"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["w_hr"],
+                          a["mask"], out, gates, cs, *reg)
     ctx.num_inputs = len(inputs)
-    ctx.has_b_ih = b_ih is not None
-    ctx.has_b_hh = b_hh is not None
-    ctx.reverse = reverse
-    ctx.activation = activation
-    ctx.recurrent_activation = recurrent_activation
+    ctx.has_bias = (a["b_ih"] is not None, a["b_hh"] is not None)
+    ctx.reverse = a["reverse"]
+    ctx.activations = (a["activation"], a["recurrent_activation"])
     ctx.mark_non_differentiable(gates, cs)
     # Unused outputs (h_n, c_n, and always gates and cs) get None, not zero-filled
     # tensors: the backward op treats a missing gradient as zero at no cost.
@@ -90,48 +149,24 @@ def _layer_setup_context(ctx, inputs, output):
 
 
 def _layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
-    (input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-     *regularizers) = ctx.saved_tensors
+    input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *reg = ctx.saved_tensors
     d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = ops.layer_backward(
         grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-        ctx.reverse, ctx.activation, ctx.recurrent_activation, *regularizers)
-    # nothing flows to mask, reverse, the activation ids or the four regularisers
-    return (d_input, d_h0, d_c0, d_w_ih, d_w_hh,
-            d_bias if ctx.has_b_ih else None, d_bias if ctx.has_b_hh else None,
-            d_w_hr if w_hr is not None else None) + (None,) * (ctx.num_inputs - 8)
+        ctx.reverse, *ctx.activations, *reg)
+    grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
+             "b_ih": d_bias if ctx.has_bias[0] else None,
+             "b_hh": d_bias if ctx.has_bias[1] else None,
+             "w_hr": d_w_hr if w_hr is not None else None}
+    # nothing flows to mask, reverse, the activation ids or the regularisers
+    return tuple(grads.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
 
 
 torch.library.register_autograd("torchlstm::layer_forward", _layer_backward,
                                 setup_context=_layer_setup_context)
 
 
-def _cell_setup_context(ctx, inputs, output):
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh, activation, recurrent_activation = inputs
-    h, c, gates = output
-    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, h, c, gates)
-    ctx.has_b_ih = b_ih is not None
-    ctx.has_b_hh = b_hh is not None
-    ctx.activation = activation
-    ctx.recurrent_activation = recurrent_activation
-    ctx.mark_non_differentiable(gates)
-    ctx.set_materialize_grads(False)
-
-
-def _cell_backward(ctx, grad_h, grad_c, _grad_gates):
-    input, hx, cx, w_ih, w_hh, h, c, gates = ctx.saved_tensors
-    d_input, d_hx, d_cx, d_w_ih, d_w_hh, d_bias = ops.cell_backward(
-        grad_h, grad_c, input, hx, cx, w_ih, w_hh, h, c, gates, ctx.activation,
-        ctx.recurrent_activation)
-    return (d_input, d_hx, d_cx, d_w_ih, d_w_hh, d_bias if ctx.has_b_ih else None,
-            d_bias if ctx.has_b_hh else None, None, None)
-
-
-torch.library.register_autograd("torchlstm::cell_forward", _cell_backward,
-                                setup_context=_cell_setup_context)
-
-
 # Double backward (create_graph=True through the LSTM, e.g. gradient penalties) is not
-# implemented: the backward ops' own backward raises, instead of autograd's fallback
+# implemented: the backward op's own backward raises, instead of autograd's fallback
 # silently returning wrong numbers.
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
@@ -140,6 +175,5 @@ def _no_double_backward(ctx, *grads):
         "supported yet")
 
 
-for _name in ("layer_backward", "cell_backward"):
-    torch.library.register_autograd(f"torchlstm::{_name}", _no_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+torch.library.register_autograd("torchlstm::layer_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)

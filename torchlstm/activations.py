@@ -8,7 +8,6 @@ unknown name is a ValueError listing the valid ones.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Union
 
 import torch
@@ -98,28 +97,8 @@ def resolve_or_callable(activation: ActivationLike, argument: str = "activation"
         raise
 
 
-def configure(module, activation: ActivationLike, recurrent_activation: ActivationLike) -> None:
-    """Sets a module's activation options: what the user gave (``activation``,
-    ``recurrent_activation``) and what the ops take: a kernel id, or a callable, which
-    makes the module run the unfused path (and say so, once, with a warning)."""
-    module.activation = activation
-    module.recurrent_activation = recurrent_activation
-    module._activation_id = resolve_or_callable(activation, "activation")
-    module._recurrent_activation_id = resolve_or_callable(recurrent_activation,
-                                                          "recurrent_activation")
-    unfused = [n for n, v in (("activation", module._activation_id),
-                              ("recurrent_activation", module._recurrent_activation_id))
-               if callable(v)]
-    if unfused:
-        warnings.warn(
-            f"torchlstm: {' and '.join(unfused)} is a Python callable, not one of the fused "
-            f"activations ({', '.join(names())}): this {type(module).__name__} runs an unfused "
-            "per-step PyTorch path — correct, with autograd, but much slower. Pass a "
-            "registered name for the fused kernels.", UserWarning, stacklevel=3)
-
-
 def as_function(activation) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A kernel id or a callable (what configure stored) as a torch function."""
+    """A kernel id or a callable (as CellOptions holds them) as a torch function."""
     return activation if callable(activation) else reference(name_of(activation))
 
 

@@ -1,16 +1,21 @@
-"""torchlstm.LSTMCell: one LSTM step (the "heart"), drop-in for torch.nn.LSTMCell."""
+"""torchlstm.LSTMCell: one LSTM step, drop-in for torch.nn.LSTMCell.
+
+A step is the layer op over a sequence of one (torch.ops.torchlstm.layer_forward with
+T = 1): the same fused kernels, the same gradients, no separate cell op to keep equal.
+"""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from . import _init, _unfused, activations
-from ._ops import ops
-from ._sequence import (LayerWeights, autocast_cast, autocast_dtype, configure_regularizers,
-                        generator, regularizers_repr, run_stack)
+from . import _init, _script
+from ._ops import LayerWeights
+from ._options import CellOptionAttributes, CellOptions, SeededGenerator, check_cell_sizes
+from ._stack import autocast_dtype, run_stack
+from .lstm import check_parameters
 
 
-class LSTMCell(nn.Module):
+class LSTMCell(CellOptionAttributes, nn.Module):
     r"""One LSTM step on the fused kernel; drop-in for :class:`torch.nn.LSTMCell`.
 
     Same constructor, parameters (``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
@@ -33,22 +38,15 @@ class LSTMCell(nn.Module):
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
                  seed=None) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name} must be greater than zero")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
-        _init.check(init, unit_forget_bias)
-        self.init = init
-        self.unit_forget_bias = unit_forget_bias
-        configure_regularizers(self, input_dropout, recurrent_dropout, zoneout, seed)
+        check_cell_sizes(input_size, hidden_size)
+        self.options = CellOptions.make(
+            "LSTMCell", activation, recurrent_activation, input_dropout, recurrent_dropout,
+            zoneout, seed, init, unit_forget_bias)
+        self._rng = SeededGenerator(self.options.seed)
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        activations.configure(self, activation, recurrent_activation)
         self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
         if bias:
@@ -59,30 +57,39 @@ class LSTMCell(nn.Module):
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
 
+
     def reset_parameters(self) -> None:
         """nn.LSTMCell's initialisation, or Keras' with init="keras" (see torchlstm.LSTM)."""
-        _init.apply(self, [(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)],
-                    self.hidden_size, self.init, self.unit_forget_bias)
+        if self.hidden_size == 0:  # nothing to initialise (nn accepts the size)
+            return
+        _init.apply(self, self.layer_weights(), self.hidden_size, self.options.init,
+                    self.options.unit_forget_bias)
+
+    def layer_weights(self) -> list[LayerWeights]:
+        """The cell's parameters as the one layer RNN(cell) runs."""
+        return [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)]
+
+    def generator(self, device: torch.device):
+        """The generator of this cell's masks for a call on ``device`` (None: global RNG)."""
+        return self._rng.get(device, self.options.draws(self.training))
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a twin sharing these parameters (torchlstm/_script.py)."""
+        return _script.scriptable_cell(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.bias is not True:
             s += f", bias={self.bias}"
-        if self.activation != "tanh":
-            s += f", activation={self.activation!r}"
-        if self.recurrent_activation != "sigmoid":
-            s += f", recurrent_activation={self.recurrent_activation!r}"
-        return s + regularizers_repr(self)
+        return s + self.options.repr_activations() + self.options.repr_rest()
 
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
+        check_parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh"), input, False)
         w = self.weight_ih
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "
                              f"({w.dtype})")
-        if input.device != w.device:
-            raise RuntimeError(f"input is on {input.device} but the LSTMCell's parameters are on "
-                               f"{w.device}")
         if input.size(-1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)} "
                                f"expected {self.input_size}")
@@ -99,6 +106,8 @@ class LSTMCell(nn.Module):
                                f"({like.dtype}, {like.device}), got ({t.dtype}, {t.device})")
 
     def forward(self, input: Tensor, hx=None):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"LSTMCell: input must be a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D "
                              "instead")
@@ -121,26 +130,13 @@ class LSTMCell(nn.Module):
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
             self.check_state(h0, 0, B, input)
             self.check_state(c0, 1, B, input)
-        if self._regularizers.active(self.training):  # one step of the layer op, with masks
-            weights = [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                                    None)]
-            _, h, c = run_stack(input.unsqueeze(0), h0.unsqueeze(0), c0.unsqueeze(0), weights,
-                                1, 1, None, self._activation_id, self._recurrent_activation_id,
-                                0.0, self.training, self._regularizers,
-                                generator(self, input.device))
+        if self.hidden_size == 0:  # nn.LSTMCell's empty state
+            h, c = h0 + 0, c0 + 0
+        else:  # one step of the layer op (dropout masks, zoneout and autocast as there)
+            _, h, c = run_stack(input.unsqueeze(0), h0.unsqueeze(0), c0.unsqueeze(0),
+                                self.layer_weights(), 1, 1, None, self.options, 0.0,
+                                self.training, self.generator(input.device))
             h, c = h[0], c[0]
-        else:  # under CUDA autocast everything in its dtype (run_stack does the same)
-            input, h0, c0, w_ih, w_hh, b_ih, b_hh = autocast_cast(
-                autocast_dtype(input), input, h0, c0, self.weight_ih, self.weight_hh,
-                self.bias_ih, self.bias_hh)
-            if callable(self._activation_id) or callable(self._recurrent_activation_id):
-                _, h, c = _unfused.layer_forward(
-                    input.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False,
-                    activations.as_function(self._activation_id),
-                    activations.as_function(self._recurrent_activation_id))
-            else:
-                h, c, _ = ops.cell_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                           self._activation_id, self._recurrent_activation_id)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c

@@ -36,8 +36,7 @@ def _groups(module: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter, Optiona
         if module.proj_size:
             raise ValueError("Keras' LSTM has no projection: an LSTM with proj_size > 0 has "
                              "no Keras weights")
-        return [tuple(getattr(module, n) if n else None for n in names[:4])
-                for names in module._weight_names]
+        return [tuple(w[:4]) for w in module.layer_weights()]
     raise TypeError(f"expected a torchlstm LSTM, LSTMCell or RNN, got {type(module).__name__}")
 
 

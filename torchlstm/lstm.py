@@ -1,28 +1,40 @@
-"""torchlstm.LSTM: the sequence "shell", drop-in for torch.nn.LSTM, plus Keras options."""
+"""torchlstm.LSTM: the sequence, drop-in for torch.nn.LSTM, plus Keras options."""
 from __future__ import annotations
 
-import numbers
-import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _init, activations
-from ._sequence import (LayerWeights, autocast_dtype, check_flags, check_mask,
-                        configure_regularizers, generator, keras_masked_output, keras_repr,
-                        keras_result, last_output, pack_like, regularizers_repr, run_stack,
-                        unpack)
+from . import _init, _keras_contract, _packed, _script
+from ._ops import LayerWeights
+from ._options import (CellOptionAttributes, CellOptions, KerasOptionAttributes, KerasOptions,
+                       SeededGenerator, check_rnn_args)
+from ._stack import autocast_dtype, run_stack
 
 
-def check_keras_flags(return_sequences, return_state):
-    for name, value in (("return_sequences", return_sequences), ("return_state", return_state)):
-        if value is not None and not isinstance(value, bool):
-            raise TypeError(f"{name} should be None or a bool, got: {type(value).__name__}")
+def check_parameters(module: nn.Module, names, x: Tensor, bias_required: bool) -> None:
+    """The parameters ``names`` of ``module``: each a tensor where the input is (nn.LSTM's
+    message), none missing. A weight set to None is a TypeError naming it; so is a bias on
+    an LSTM built with bias=True, as in nn.LSTM (nn.LSTMCell runs without it: so does
+    LSTMCell, bias_required=False)."""
+    for name in names:
+        if name is None:
+            continue
+        t = getattr(module, name)
+        if t is None:
+            if name.startswith("weight") or bias_required:
+                raise TypeError(f"{type(module).__name__}: parameter {name} is None (expected "
+                                "a Tensor)")
+            continue
+        if t.device != x.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, "
+                               f"found input tensor at {x.device} and parameter tensor at "
+                               f"{t.device}")
 
 
-class LSTM(nn.Module):
+class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
     r"""A multi-layer LSTM on fused C++/CUDA kernels; drop-in for :class:`torch.nn.LSTM`.
 
     The constructor, parameters (names, shapes, registration order, initialisation),
@@ -50,6 +62,9 @@ class LSTM(nn.Module):
     * ``seed``: an int makes the masks reproducible: the module draws them from its own
       ``torch.Generator`` (on the input's device, seeded once), so the same seed and the
       same calls give the same masks. Without it, the global RNG (``torch.manual_seed``).
+
+    The options are held, validated and immutable, in ``options`` (the cell) and
+    ``keras`` (the sequence contract); the attributes of the same names read them.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -63,39 +78,12 @@ class LSTM(nn.Module):
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
                  seed: Optional[int] = None) -> None:
         super().__init__()
-        # Validation and messages as torch.nn.RNNBase.
-        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
-                or not 0 <= dropout <= 1):
-            raise ValueError("dropout should be a number in range [0, 1] representing the "
-                             "probability of an element being zeroed")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
-                          "non-zero dropout expects num_layers greater than 1, but got "
-                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
-        for name, value in (("bias", bias), ("batch_first", batch_first),
-                            ("bidirectional", bidirectional)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("num_layers", num_layers), ("proj_size", proj_size)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-        if input_size <= 0:
-            raise ValueError("input_size must be greater than zero")
-        if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
-        if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable "
-                             "projections")
-        if proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
-        check_keras_flags(return_sequences, return_state)
-        _init.check(init, unit_forget_bias)
-        check_flags(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
-                    stateful=stateful)
-
+        check_rnn_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        self.options = CellOptions.make(
+            "LSTM", activation, recurrent_activation, input_dropout, recurrent_dropout, zoneout,
+            seed, init, unit_forget_bias)
+        self.keras = KerasOptions.make(return_sequences, return_state, go_backwards,
+                                       zero_output_for_mask, stateful)
         self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -105,53 +93,45 @@ class LSTM(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = proj_size
-        activations.configure(self, activation, recurrent_activation)
-        self.return_sequences = return_sequences
-        self.return_state = return_state
-        self.go_backwards = go_backwards
-        self.zero_output_for_mask = zero_output_for_mask
-        self.stateful = stateful
         self._state: Optional[tuple[Tensor, Tensor]] = None  # carried by stateful=True
-        self.init = init
-        self.unit_forget_bias = unit_forget_bias
-        configure_regularizers(self, input_dropout, recurrent_dropout, zoneout, seed)
+        self._rng = SeededGenerator(self.options.seed)
 
         factory = {"device": device, "dtype": dtype}
         num_directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
+        self._weight_names: list[tuple] = []  # per (layer, direction): LayerWeights' names
         for layer in range(num_layers):
             for direction in range(num_directions):
                 layer_input = input_size if layer == 0 else real_hidden * num_directions
                 suffix = "_reverse" if direction == 1 else ""
-                shapes = [("weight_ih", (4 * hidden_size, layer_input)),
-                          ("weight_hh", (4 * hidden_size, real_hidden))]
+                shapes = {"weight_ih": (4 * hidden_size, layer_input),
+                          "weight_hh": (4 * hidden_size, real_hidden)}
                 if bias:
-                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
+                    shapes.update(bias_ih=(4 * hidden_size,), bias_hh=(4 * hidden_size,))
                 if proj_size > 0:
-                    shapes += [("weight_hr", (proj_size, hidden_size))]
+                    shapes["weight_hr"] = (proj_size, hidden_size)
                 names = []
-                for base, shape in shapes:
+                for base, shape in shapes.items():
                     name = f"{base}_l{layer}{suffix}"
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                     names.append(name)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
-        # per (layer, direction): the names of the LayerWeights fields, None where absent
-        self._weight_names = [
-            tuple(next((n for n in names if n.startswith(f + "_l")), None)
-                  for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
-            for names in self._all_weights]
+                self._weight_names.append(tuple(
+                    f"{base}_l{layer}{suffix}" if base in shapes else None
+                    for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
         self.reset_parameters()
+
 
     # ------------------------------------------------------------------ nn.LSTM API
     def reset_parameters(self) -> None:
         """nn.LSTM's initialisation (U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in
         registration order: one seed gives nn.LSTM's exact weights), or Keras' with
         init="keras"; then unit_forget_bias if asked."""
-        _init.apply(self, self._layer_weights(), self.hidden_size, self.init,
-                    self.unit_forget_bias)
+        _init.apply(self, self.layer_weights(), self.hidden_size, self.options.init,
+                    self.options.unit_forget_bias)
 
     @property
     def _flat_weights(self) -> list[Tensor]:
@@ -163,6 +143,13 @@ class LSTM(nn.Module):
 
     def flatten_parameters(self) -> None:
         """No-op: kept for drop-in compatibility (the fused kernels need no flat buffer)."""
+
+    def layer_weights(self) -> list[LayerWeights]:
+        """The parameters of each (layer, direction), k = layer * D + direction, looked up
+        by name on every call so that load_state_dict, functional_call and replaced
+        parameters are honoured."""
+        return [LayerWeights(*(getattr(self, n) if n else None for n in names))
+                for names in self._weight_names]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -178,33 +165,25 @@ class LSTM(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
-        if self.activation != "tanh":
-            s += f", activation={self.activation!r}"
-        if self.recurrent_activation != "sigmoid":
-            s += f", recurrent_activation={self.recurrent_activation!r}"
-        if self.return_sequences is not None:
-            s += f", return_sequences={self.return_sequences}"
-        if self.return_state is not None:
-            s += f", return_state={self.return_state}"
-        s += keras_repr(self)
-        if self.init != "torch":
-            s += f", init={self.init!r}"
-        if self.unit_forget_bias:
-            s += ", unit_forget_bias=True"
-        return s + regularizers_repr(self)
+        s += self.options.repr_activations()
+        k = self.keras
+        if k.return_sequences is not None:
+            s += f", return_sequences={k.return_sequences}"
+        if k.return_state is not None:
+            s += f", return_state={k.return_state}"
+        return s + k.repr() + self.options.repr_rest()
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a twin sharing these parameters (torchlstm/_script.py)."""
+        return _script.scriptable_lstm(self)
 
     def reset_states(self) -> None:
         """Forget the state a stateful LSTM carries between calls (Keras' reset_states)."""
         self._state = None
 
-    def _layer_weights(self) -> list[LayerWeights]:
-        """The parameters of each (layer, direction), looked up by name on every call so
-        that load_state_dict, functional_call and replaced parameters are honoured."""
-        return [LayerWeights(*(getattr(self, n) if n else None for n in names))
-                for names in self._weight_names]
-
     # ------------------------------------------------------------------ checks
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
+        check_parameters(self, self._flat_weights_names, input, self.bias)
         w = self.weight_ih_l0
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(
@@ -215,9 +194,6 @@ class LSTM(nn.Module):
         if input.size(-1) != self.input_size:
             raise RuntimeError("input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {input.size(-1)}")
-        if input.device != w.device:
-            raise RuntimeError(f"input is on {input.device} but the LSTM's parameters are on "
-                               f"{w.device}; move one of them")
 
     def _hidden(self, hx, x: Tensor, batched: bool, permutation: Optional[Tensor]):
         """(h0, c0) as (L*D, B, ·) tensors: zeros, or hx checked as nn.LSTM does."""
@@ -226,7 +202,7 @@ class LSTM(nn.Module):
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         h_shape = (self.num_layers * D, B, real_hidden)
         c_shape = (self.num_layers * D, B, self.hidden_size)
-        if hx is None and self.stateful and self._state is not None:
+        if hx is None and self.keras.stateful and self._state is not None:
             h0, c0 = self._state  # the last call's final states, in the caller's batch order
             if h0.shape != h_shape:
                 raise ValueError(f"stateful LSTM: the state carried from the last call has "
@@ -269,16 +245,21 @@ class LSTM(nn.Module):
         unbatched input). At a masked step h and c carry over and the output repeats the
         previous output (zeros with ``zero_output_for_mask``), as in Keras."""
         D = 2 if self.bidirectional else 1
+        k = self.keras
         unbatched_dim = None  # batch axis to squeeze away for unbatched input
         keras_mask = None
-        if isinstance(input, PackedSequence):
-            if mask is not None or self.go_backwards:
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if mask is not None or k.go_backwards:
                 raise ValueError("mask and go_backwards are for padded tensors; a "
                                  "PackedSequence already says which steps are valid")
             self._check_input(input.data, 2)
-            x, mask = unpack(input)
+            x, mask = _packed.unpack(input)
             h0, c0 = self._hidden(hx, x, True, input.sorted_indices)
         else:
+            if not isinstance(input, Tensor):
+                raise TypeError("LSTM: input must be a Tensor or a PackedSequence, got "
+                                f"{type(input).__name__}")
             if input.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D "
                                  "instead")
@@ -289,39 +270,37 @@ class LSTM(nn.Module):
                 input = input.unsqueeze(unbatched_dim)
             x = input.transpose(0, 1) if self.batch_first else input
             if mask is not None:
-                keras_mask = check_mask(mask, x, self.batch_first, batched)
-            if self.go_backwards:  # Keras: process reversed, outputs in processing order
+                keras_mask = _keras_contract.check_mask(mask, x, self.batch_first, batched)
+            if k.go_backwards:  # Keras: process reversed, outputs in processing order
                 x = x.flip(0)
                 keras_mask = keras_mask.flip(0) if keras_mask is not None else None
             mask = keras_mask
             h0, c0 = self._hidden(hx, x, batched, None)
-
-        out, h_n, c_n = run_stack(x, h0, c0, self._layer_weights(), self.num_layers, D, mask,
-                                  self._activation_id, self._recurrent_activation_id,
-                                  self.dropout, self.training, self._regularizers,
-                                  generator(self, x.device))
+        out, h_n, c_n = run_stack(
+            x, h0, c0, self.layer_weights(), self.num_layers, D, mask, self.options, self.dropout,
+            self.training, self._rng.get(x.device, self.options.draws(self.training)))
 
         last = None  # the Keras last output, where it is not simply the final h
-        if isinstance(input, PackedSequence):
-            output = pack_like(out, mask, input)
+        if packed:
+            output = _packed.pack_like(out, mask, input)
             if input.unsorted_indices is not None:
                 h_n = h_n.index_select(1, input.unsorted_indices)
                 c_n = c_n.index_select(1, input.unsorted_indices)
         else:
             if keras_mask is not None:
-                out = keras_masked_output(out, keras_mask, D, self.zero_output_for_mask)
-                last = last_output(out, D)
+                out, last = _keras_contract.masked_and_last(out, keras_mask, D,
+                                                            k.zero_output_for_mask)
                 if unbatched_dim is not None:
                     last = last.squeeze(0)
             output = out.transpose(0, 1) if self.batch_first else out
             if unbatched_dim is not None:
                 output = output.squeeze(unbatched_dim)
 
-        if self.stateful:  # the next call starts from here (no gradient across calls)
+        if k.stateful:  # the next call starts from here (no gradient across calls)
             self._state = (h_n.detach(), c_n.detach())
-        if self.return_sequences is not None or self.return_state is not None:
-            return keras_result(output, h_n, c_n, D, bool(self.return_sequences),
-                                bool(self.return_state), unbatched_dim, last)
+        if k.keras_result:
+            return _keras_contract.keras_result(output, h_n, c_n, D, bool(k.return_sequences),
+                                                bool(k.return_state), unbatched_dim, last)
         if unbatched_dim is not None:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)

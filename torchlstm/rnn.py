@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._sequence import (LayerWeights, check_flags, check_mask, generator, keras_masked_output,
-                        keras_repr, keras_result, last_output, run_stack)
+from . import _keras_contract
+from ._options import KerasOptionAttributes, KerasOptions
+from ._stack import run_stack
 from .cell import LSTMCell
-from .lstm import check_keras_flags
 
 
-class RNN(nn.Module):
+class RNN(KerasOptionAttributes, nn.Module):
     r"""Run ``cell`` (a :class:`torchlstm.LSTMCell`) over a sequence, Keras-style.
 
     ``forward(inputs, initial_state=None, mask=None)``: ``inputs`` (B, T, I), or (T, I)
@@ -38,20 +38,15 @@ class RNN(nn.Module):
         super().__init__()
         if not isinstance(cell, LSTMCell):
             raise TypeError(f"cell must be a torchlstm.LSTMCell, got {type(cell).__name__}")
-        check_keras_flags(return_sequences, return_state)
-        check_flags(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
-                    stateful=stateful)
+        self.keras = KerasOptions.make(return_sequences, return_state, go_backwards,
+                                       zero_output_for_mask, stateful)
         self.cell = cell
-        self.return_sequences = return_sequences
-        self.return_state = return_state
-        self.go_backwards = go_backwards
-        self.zero_output_for_mask = zero_output_for_mask
-        self.stateful = stateful
         self._state = None  # (h, c), each (1, B, H), carried by stateful=True
+
 
     def extra_repr(self) -> str:
         return (f"return_sequences={self.return_sequences}, return_state={self.return_state}"
-                + keras_repr(self))
+                + self.keras.repr())
 
     def reset_states(self) -> None:
         """Forget the state a stateful RNN carries between calls (Keras' reset_states)."""
@@ -68,7 +63,8 @@ class RNN(nn.Module):
             inputs = inputs.unsqueeze(0)
         cell.check_input(inputs)
         x = inputs.transpose(0, 1)  # time-major for the op
-        keras_mask = check_mask(mask, x, True, batched) if mask is not None else None
+        keras_mask = (_keras_contract.check_mask(mask, x, True, batched)
+                      if mask is not None else None)
         if self.go_backwards:
             x = x.flip(0)
             keras_mask = keras_mask.flip(0) if keras_mask is not None else None
@@ -93,18 +89,18 @@ class RNN(nn.Module):
                 cell.check_state(s, i, B, x)
                 states.append(s.unsqueeze(0))
             h0, c0 = states
-        weights = [LayerWeights(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None)]
-        out, h_n, c_n = run_stack(x, h0, c0, weights, 1, 1, keras_mask, cell._activation_id,
-                                  cell._recurrent_activation_id, 0.0, cell.training,
-                                  cell._regularizers, generator(cell, x.device))
+        out, h_n, c_n = run_stack(x, h0, c0, cell.layer_weights(), 1, 1, keras_mask,
+                                  cell.options, 0.0, cell.training, cell.generator(x.device))
         if self.stateful:
             self._state = (h_n.detach(), c_n.detach())
         last = None
         if keras_mask is not None:
-            out = keras_masked_output(out, keras_mask, 1, self.zero_output_for_mask)
-            last = last_output(out, 1) if batched else last_output(out, 1).squeeze(0)
+            out, last = _keras_contract.masked_and_last(out, keras_mask, 1,
+                                                        self.zero_output_for_mask)
+            if not batched:
+                last = last.squeeze(0)
         output = out.transpose(0, 1)
         if not batched:
             output = output.squeeze(0)
-        return keras_result(output, h_n, c_n, 1, self.return_sequences, self.return_state,
-                            None if batched else 0, last)
+        return _keras_contract.keras_result(output, h_n, c_n, 1, bool(self.return_sequences),
+                                            bool(self.return_state), None if batched else 0, last)

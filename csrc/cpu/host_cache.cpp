@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -24,10 +25,15 @@ size_t limit_from_env() {
   const char* v = std::getenv("TORCHLSTM_CPU_CACHE_MB");
   if (v == nullptr || *v == '\0') return size_t(1024) << 20;
   char* end = nullptr;
+  errno = 0;
   const long long mb = std::strtoll(v, &end, 10);
   TORCH_CHECK_VALUE(end != v && *end == '\0' && mb >= 0,
                     "TORCHLSTM_CPU_CACHE_MB must be a whole number of MiB (0 turns the "
                     "torchlstm CPU buffer cache off), got '", v, "'");
+  // a limit beyond the address space would wrap to 0 when turned into bytes (off)
+  constexpr long long kMaxMiB = 1LL << 40;
+  TORCH_CHECK_VALUE(errno != ERANGE && mb <= kMaxMiB, "TORCHLSTM_CPU_CACHE_MB must be at most ",
+                    kMaxMiB, " MiB (2^40), got '", v, "'");
   return static_cast<size_t>(mb) << 20;
 }
 

@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #ifdef _OPENMP
@@ -57,13 +58,13 @@ template <typename F>
 bool run_team(int nt, const F& body) {
 #ifdef _OPENMP
   if (nt > 1) {
-    bool ok = true;
+    std::atomic<bool> ok{true};  // written by every member when the team is short
 #pragma omp parallel num_threads(nt)
     {
       if (omp_get_num_threads() == nt) body(omp_get_thread_num());
-      else ok = false;  // every member sees the same size: a benign same-value write
+      else ok.store(false, std::memory_order_relaxed);
     }
-    return ok;
+    return ok.load();
   }
 #endif
   body(0);

@@ -1,41 +1,38 @@
-// launch.h — every kernel launch of the host code goes through these two templates:
-//   launch(kernel, blocks, threads, smem_bytes, stream, args...)
-//       kernel<<<blocks, threads, smem_bytes, stream>>>(args...); check after it with
-//       C10_CUDA_KERNEL_LAUNCH_CHECK()
-//   launch_cooperative(kernel, blocks, threads, smem_bytes, stream, params)
-//       cudaLaunchCooperativeKernel of a kernel taking one parameter struct; returns the
-//       launch's error
-// so that the CUDA emulation (csrc/cuda_emu, torchlstm._cuda_emu) can run the same host
-// code on the CPU: under TORCHLSTM_CUDA_EMULATION they are the emulation's.
+// launch.h — every kernel launch of the CUDA backend goes through these two functions, so
+// the host code never spells <<<>>> itself: an ordinary launch and a cooperative one,
+// each on the given stream and checked. The CPU emulation of the device API provides the
+// same two (csrc/cuda_emu), under which the same host code runs on the CPU.
 #pragma once
 
 #ifdef TORCHLSTM_CUDA_EMULATION
 #include "../cuda_emu/launch.h"
 #else
-
+#include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
-#include <utility>
+#include <cstddef>
 
 namespace torchlstm {
 namespace cuda {
 
-template <typename... KArgs, typename... Args>
-inline void launch(void (*kernel)(KArgs...), dim3 blocks, dim3 threads, size_t smem_bytes,
-                   cudaStream_t stream, Args&&... args) {
-  kernel<<<blocks, threads, smem_bytes, stream>>>(std::forward<Args>(args)...);
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, size_t smem_bytes,
+            cudaStream_t stream, Args&&... args) {
+  kernel<<<blocks, threads, smem_bytes, stream>>>(static_cast<Args&&>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// A cooperative launch (grid.sync() inside) of a kernel taking one struct by value.
 template <typename Params>
-inline cudaError_t launch_cooperative(void (*kernel)(Params), dim3 blocks, dim3 threads,
-                                      size_t smem_bytes, cudaStream_t stream, const Params& params) {
+void launch_cooperative(void (*kernel)(Params), unsigned blocks, unsigned threads,
+                        size_t smem_bytes, cudaStream_t stream, const Params& params) {
   Params p = params;
   void* args[] = {&p};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, threads, args,
-                                     smem_bytes, stream);
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),
+                                             dim3(threads), args, smem_bytes, stream));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace cuda
 }  // namespace torchlstm
-
-#endif  // TORCHLSTM_CUDA_EMULATION
+#endif

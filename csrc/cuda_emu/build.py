@@ -24,8 +24,8 @@ TSAN = os.environ.get("EMU_TSAN", "0") not in ("", "0")
 SOURCES = sorted(glob.glob("csrc/cuda_emu/*.cpp")) + [
     # what the CUDA host code shares with the CPU backend (not ops.cpp: its TORCH_LIBRARY
     # is torchlstm._C's)
-    "csrc/lstm_args.cpp",
-    "csrc/layer_common.cpp",
+    "csrc/layer_call.cpp",
+    "csrc/layer_grads.cpp",
     "csrc/cpu/host_cache.cpp",
 ]
 

@@ -1,10 +1,11 @@
 // launch.h (EMULATION) — torchlstm::cuda::launch / launch_cooperative for the CUDA
 // emulation: the same two function templates as the real ones in csrc/cuda/launch.h,
 // running the kernel on the emulated device (runtime.cpp) instead of `<<<>>>` and
-// cudaLaunchCooperativeKernel. The launch is synchronous; its error (configuration or
-// execution) is the thread's last error, as C10_CUDA_KERNEL_LAUNCH_CHECK reads it.
+// cudaLaunchCooperativeKernel. The launch is synchronous and checked like the real ones:
+// a configuration or execution error is a c10::Error naming the emulated cause.
 #pragma once
 
+#include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
 #include <tuple>
@@ -38,19 +39,22 @@ cudaError_t run(bool cooperative, void (*kernel)(KArgs...), dim3 blocks, dim3 th
 }
 }  // namespace emu_detail
 
-// kernel<<<blocks, threads, smem_bytes, stream>>>(args...); check with
-// C10_CUDA_KERNEL_LAUNCH_CHECK() after it.
+// kernel<<<blocks, threads, smem_bytes, stream>>>(args...), checked (a failure is a
+// c10::Error, as C10_CUDA_KERNEL_LAUNCH_CHECK makes it).
 template <typename... KArgs, typename... Args>
-inline void launch(void (*kernel)(KArgs...), dim3 blocks, dim3 threads, size_t smem_bytes,
-                   cudaStream_t stream, Args&&... args) {
-  (void)emu_detail::run(false, kernel, blocks, threads, smem_bytes, stream, std::forward<Args>(args)...);
+void launch(void (*kernel)(KArgs...), unsigned blocks, unsigned threads, size_t smem_bytes,
+            cudaStream_t stream, Args&&... args) {
+  (void)emu_detail::run(false, kernel, dim3(blocks), dim3(threads), smem_bytes, stream,
+                        std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// cudaLaunchCooperativeKernel(kernel, blocks, threads, {&params}, smem_bytes, stream).
+// cudaLaunchCooperativeKernel of a kernel taking one parameter struct, checked.
 template <typename Params>
-inline cudaError_t launch_cooperative(void (*kernel)(Params), dim3 blocks, dim3 threads,
-                                      size_t smem_bytes, cudaStream_t stream, const Params& params) {
-  return emu_detail::run(true, kernel, blocks, threads, smem_bytes, stream, params);
+void launch_cooperative(void (*kernel)(Params), unsigned blocks, unsigned threads,
+                        size_t smem_bytes, cudaStream_t stream, const Params& params) {
+  C10_CUDA_CHECK(emu_detail::run(true, kernel, dim3(blocks), dim3(threads), smem_bytes, stream, params));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace cuda

@@ -1,6 +1,6 @@
 // module.cpp (EMULATION) — torchlstm._cuda_emu: the op schemas under torchlstm_emu (the
 // CUDA host code registers its kernels there for CPU tensors: lstm_cuda_emu.cpp) and the
-// emulated device's controls.
+// emulated device's controls. The schemas are torchlstm's own (ops.h: define_schemas).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/library.h>
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "../cuda/launch_plan.h"
-#include "../schemas.h"
+#include "../ops.h"
 #include "runtime.h"
 
 void torchlstm_emu_register_selftest(pybind11::module_& m);  // selftest.cpp

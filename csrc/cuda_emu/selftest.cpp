@@ -76,6 +76,18 @@ __global__ void grid_exchange_kernel(GridArgs a) {
 namespace {
 
 using namespace torchlstm::cuda;
+
+// The launches unchecked (launch.h's throw): the self-tests look at the errors.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_unchecked(void (*kernel)(KArgs...), unsigned blocks, unsigned threads, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+  return emu_detail::run(false, kernel, dim3(blocks), dim3(threads), smem, stream, std::forward<Args>(args)...);
+}
+template <typename P>
+cudaError_t launch_cooperative_unchecked(void (*kernel)(P), unsigned blocks, unsigned threads, size_t smem,
+                               cudaStream_t stream, const P& p) {
+  return emu_detail::run(true, kernel, dim3(blocks), dim3(threads), smem, stream, p);
+}
 namespace py = pybind11;
 
 py::dict result(cudaError_t e) {
@@ -94,7 +106,7 @@ py::dict selftest(const std::string& name) {
       cudaFuncSetAttribute(touch_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024);
     else
       cudaFuncSetAttribute(touch_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024);
-    launch(touch_smem_kernel, 2, 64, 64 * 1024, nullptr, buf.data());
+    launch_unchecked(touch_smem_kernel, 2, 64, 64 * 1024, nullptr, buf.data());
     py::dict d = result(cudaGetLastError());
     d["ok"] = buf[0] == 63 && buf[64 + 63] == 0;
     return d;
@@ -107,7 +119,7 @@ py::dict selftest(const std::string& name) {
   if (name == "block_sum") {
     std::vector<float> in(1000), out(4, 0.f);
     for (int i = 0; i < 1000; ++i) in[i] = static_cast<float>(i);
-    launch(block_sum_kernel, 4, 256, 0, nullptr, in.data(), out.data(), 1000);
+    launch_unchecked(block_sum_kernel, 4, 256, 0, nullptr, in.data(), out.data(), 1000);
     py::dict d = result(cudaGetLastError());
     bool ok = true;
     for (int b = 0; b < 4; ++b) {
@@ -119,7 +131,7 @@ py::dict selftest(const std::string& name) {
     return d;
   }
   if (name == "warp_xor") {
-    launch(warp_xor_kernel, 1, 64, 0, nullptr, buf.data());
+    launch_unchecked(warp_xor_kernel, 1, 64, 0, nullptr, buf.data());
     py::dict d = result(cudaGetLastError());
     bool ok = true;
     for (int t = 0; t < 64; ++t) ok = ok && buf[t] == (t < 32 ? 496 : 32 * 32 + 496);
@@ -127,21 +139,21 @@ py::dict selftest(const std::string& name) {
     return d;
   }
   if (name == "divergent_sync") {
-    launch(divergent_sync_kernel, 1, 64, 0, nullptr, buf.data());
+    launch_unchecked(divergent_sync_kernel, 1, 64, 0, nullptr, buf.data());
     return result(cudaGetLastError());
   }
   if (name == "partial_mask") {
-    launch(partial_mask_kernel, 1, 20, 0, nullptr, buf.data());
+    launch_unchecked(partial_mask_kernel, 1, 20, 0, nullptr, buf.data());
     return result(cudaGetLastError());
   }
   if (name == "grid_sync_ordinary") {
-    launch(grid_exchange_kernel, 4, 32, 0, nullptr, GridArgs{buf.data(), 4});
+    launch_unchecked(grid_exchange_kernel, 4, 32, 0, nullptr, GridArgs{buf.data(), 4});
     return result(cudaGetLastError());
   }
   if (name == "grid_sync" || name == "grid_too_large") {
     const int n = name == "grid_sync" ? 8 : 200000;  // 200000 > 132 SMs x 16 blocks of 128
     std::vector<int> data(2 * n, 0);
-    const cudaError_t e = launch_cooperative(grid_exchange_kernel, n, 128, 0, nullptr, GridArgs{data.data(), n});
+    const cudaError_t e = launch_cooperative_unchecked(grid_exchange_kernel, n, 128, 0, nullptr, GridArgs{data.data(), n});
     py::dict d = result(e);
     bool ok = true;
     for (int b = 0; b < n && e == cudaSuccess; ++b) ok = ok && data[n + b] == n * (n + 1) / 2;
@@ -149,7 +161,7 @@ py::dict selftest(const std::string& name) {
     return d;
   }
   if (name == "too_many_threads") {
-    launch(warp_xor_kernel, 1, 2048, 0, nullptr, buf.data());
+    launch_unchecked(warp_xor_kernel, 1, 2048, 0, nullptr, buf.data());
     return result(cudaGetLastError());
   }
   if (name == "cublas_lda") {

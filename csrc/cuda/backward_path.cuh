@@ -1,0 +1,93 @@
+// backward_path.cuh — the CUDA backward time loop of one layer and direction:
+//   per step: [projection: dh_all[t] = dout[t] + dh; dr = dh_all[t] W_hr]
+//             one fused kernel: gate gradients, dc carried to t-1 (step_kernels.cuh)
+//             dh_{t-1} = dgates[t] W_hh   one GEMM [+ mask / dropout / zoneout terms]
+// The weight and input gradients follow as large GEMMs (layer_grads.h).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+#include "../layer_call.h"
+#include "cublas_gemm.h"
+#include "forward_paths.cuh"
+#include "launch.h"
+#include "launch_plan.h"
+#include "step_kernels.cuh"
+
+namespace torchlstm {
+namespace cuda {
+
+// Buffers of the loop: dgates (T,B,4H) out; dh_a (grad_hn in) and dh_b (B,Hout) ping-pong,
+// the one holding d h0 at the end is returned; dc (B,H) in the cell dtype, grad_cn in
+// and d c0 out; with a projection dh_all (T,B,Hout), r_all (T,B,H), dr_ws (B,H).
+struct BackwardBuffers {
+  at::Tensor grad_out, dgates, dh_a, dh_b, dc, dh_all, r_all, dr_ws;
+};
+
+template <typename scalar_t, typename acc_t>
+at::Tensor backward_loop(const LayerCall& c, const at::Tensor& c0, cudaStream_t stream,
+                         BackwardBuffers& w) {
+  using cuda_plan::kPointwiseThreads;
+  using cuda_plan::pointwise_blocks;
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  const scalar_t* rk = data_or_null<scalar_t>(c.reg.recurrent_keep);
+  const scalar_t* zh = data_or_null<scalar_t>(c.reg.zoneout_h);
+  const scalar_t* zc = data_or_null<scalar_t>(c.reg.zoneout_c);
+  const scalar_t* grad_out = data_or_null<scalar_t>(w.grad_out);
+  const scalar_t* w_hh = c.w_hh.data_ptr<scalar_t>();
+  const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
+  const unsigned blocks = static_cast<unsigned>(pointwise_blocks(B * H));
+  BackwardStep<scalar_t, acc_t> k;
+  k.dc = w.dc.data_ptr<acc_t>();
+  k.B = B;
+  k.H = H;
+  k.Hout = Hout;
+  k.proj = z.proj;
+  k.act = c.act;
+  k.ract = c.ract;
+  scalar_t* dh = w.dh_a.data_ptr<scalar_t>();     // gradient reaching h_t from later steps
+  scalar_t* dh_nx = w.dh_b.data_ptr<scalar_t>();  // ... and h_{t-1}
+  for (int64_t s = T - 1; s >= 0; --s) {
+    const int64_t t = c.reverse ? T - 1 - s : s;
+    const int64_t tp = c.reverse ? t + 1 : t - 1;
+    const scalar_t* go_t = grad_out ? grad_out + t * B * Hout : nullptr;
+    k.mask = c.mask.defined() ? c.mask.data_ptr<bool>() + t * B : nullptr;
+    const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
+    k.zc = zc ? zc + t * B * H : nullptr;
+    k.zh = z.proj ? nullptr : zh_t;
+    if (z.proj) {
+      scalar_t* dht = w.dh_all.data_ptr<scalar_t>() + t * B * Hout;
+      launch(projected_grad_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
+             dht, go_t, static_cast<const scalar_t*>(dh), k.mask, zh_t, B, Hout);
+      gemm_rm<scalar_t>(false, false, B, H, Hout, dht, Hout, c.w_hr.data_ptr<scalar_t>(), H, 0.f,
+                        w.dr_ws.data_ptr<scalar_t>(), H);  // dr = dh W_hr
+      k.go = nullptr;
+      k.dh = dht;
+      k.dr = w.dr_ws.data_ptr<scalar_t>();
+      k.r_save = w.r_all.data_ptr<scalar_t>() + t * B * H;
+    } else {
+      k.go = go_t;
+      k.dh = dh;
+      k.dr = nullptr;
+      k.r_save = nullptr;
+    }
+    k.g = c.gates.data_ptr<scalar_t>() + t * B * G;
+    k.c_prev = s == 0 ? c0.data_ptr<acc_t>() : c.cs.data_ptr<acc_t>() + tp * B * H;
+    k.c = c.cs.data_ptr<acc_t>() + t * B * H;
+    k.dg = w.dgates.data_ptr<scalar_t>() + t * B * G;
+    launch(backward_step_kernel<scalar_t, acc_t>, blocks, kPointwiseThreads, 0, stream, k);
+    // dh_{t-1} = dgates[t] W_hh, then (mask, dropout, zoneout) what else reaches h_{t-1}
+    gemm_rm<scalar_t>(false, false, B, Hout, G, k.dg, G, w_hh, Hout, 0.f, dh_nx, Hout);
+    if (k.mask || rk || zh_t)
+      launch(dh_prev_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream, dh_nx,
+             go_t, static_cast<const scalar_t*>(dh), k.mask, rk, zh_t, B, Hout);
+    std::swap(dh, dh_nx);
+  }
+  return dh == w.dh_a.data_ptr<scalar_t>() ? w.dh_a : w.dh_b;
+}
+
+}  // namespace cuda
+}  // namespace torchlstm

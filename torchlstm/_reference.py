@@ -1,0 +1,59 @@
+"""The LSTM as a plain PyTorch loop over time: ONE definition of the maths, used by the
+modules' unfused path (activations given as arbitrary callables), by the tests as the
+float64 reference, and by the benchmark as the loop people write by hand.
+
+Semantics (those of torch.ops.torchlstm.layer_forward): a = x_t W_ih^T + b_ih +
+(h_{t-1} * recurrent_keep) W_hh^T + b_hh, gates i, f, g, o in torch's order,
+c~ = ract(f) c_{t-1} + ract(i) act(g), h~ = ract(o) act(c~) (then W_hr); zoneout z:
+c = z c_{t-1} + (1-z) c~, h = z h_{t-1} + (1-z) h~; input dropout scales x_t by
+input_keep; at a masked step (mask[t, b] false) the state carries over and the output
+holds the carried h.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cell_step(x_t: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor],
+              act: Callable, ract: Callable):
+    """One step: (h~, c~) from (x_t, h_{t-1}, c_{t-1}): two linears, chunk, activations."""
+    i, f, g, o = (F.linear(x_t, w_ih, b_ih) + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
+    c = ract(f) * c + ract(i) * act(g)
+    h = ract(o) * act(c)
+    if w_hr is not None:
+        h = F.linear(h, w_hr)
+    return h, c
+
+
+def layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                  b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+                  w_hr: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                  reverse: bool = False, act: Callable = torch.tanh,
+                  ract: Callable = torch.sigmoid, input_keep: Optional[Tensor] = None,
+                  recurrent_keep: Optional[Tensor] = None, zoneout_h: Optional[Tensor] = None,
+                  zoneout_c: Optional[Tensor] = None, step: Callable = cell_step):
+    """x (T,B,I) time-major -> (output (T,B,Hout), h_n, c_n); see the module docstring.
+    ``step`` replaces cell_step (the benchmark passes a torch.compile'd one)."""
+    T = x.shape[0]
+    if input_keep is not None:
+        x = x * input_keep
+    h, c = h0, c0
+    outs: list[Optional[Tensor]] = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        h_in = h if recurrent_keep is None else h * recurrent_keep
+        h_new, c_new = step(x[t], h_in, c, w_ih, w_hh, b_ih, b_hh, w_hr, act, ract)
+        if zoneout_c is not None:  # z = 1 keeps the old value
+            c_new = zoneout_c[t] * c + (1 - zoneout_c[t]) * c_new
+        if zoneout_h is not None:
+            h_new = zoneout_h[t] * h + (1 - zoneout_h[t]) * h_new
+        if mask is not None:
+            m = mask[t].unsqueeze(1)
+            h_new, c_new = torch.where(m, h_new, h), torch.where(m, c_new, c)
+        h, c = h_new, c_new
+        outs[t] = h
+    return torch.stack(outs), h, c
