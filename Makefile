@@ -3,6 +3,9 @@
 # change). A second run reuses all of it.
 #   make test    run the tests
 #   make bench   run the benchmark (ARGS="--quick" for a short run)
+#   make test-cuda-emu   build the CUDA emulation (torchlstm._cuda_emu: the real csrc/cuda
+#                code compiled with g++ against csrc/cuda_emu) and run its tests;
+#                EMU_TSAN=1 builds it with ThreadSanitizer and runs the kernel tests under it
 VENV    := .venv
 PY      := $(VENV)/bin/python
 DEPS    := $(VENV)/.deps-installed
@@ -15,9 +18,22 @@ CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 MAX_JOBS  ?= $(shell nproc)
 export CUDA_HOME MAX_JOBS
 
-.PHONY: test bench build clean
+.PHONY: test bench build clean test-cuda-emu build-cuda-emu
 
-test: $(BUILT)
+# The CUDA emulation. One output (torchlstm/_cuda_emu*.so) for both flavours: each
+# build removes the other flavour's stamp, so switching rebuilds.
+EMU_FLAVOUR := $(if $(filter-out 0,$(EMU_TSAN)),tsan,plain)
+EMU_OTHER   := $(if $(filter tsan,$(EMU_FLAVOUR)),plain,tsan)
+EMU_BUILT   := $(VENV)/.emu-built-$(EMU_FLAVOUR)
+EMU_SOURCES := $(shell find csrc/cuda csrc/cuda_emu -type f) $(wildcard csrc/*.h) \
+               csrc/layer_call.cpp csrc/layer_grads.cpp csrc/cpu/host_cache.cpp csrc/cpu/host_cache.h
+ifeq ($(EMU_FLAVOUR),tsan)
+EMU_RUN     := LD_PRELOAD=$(shell gcc -print-file-name=libtsan.so) OMP_NUM_THREADS=1 \
+               TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0 $(TSAN_OPTIONS)"
+EMU_TESTS   ?= -k "(persistent and not 265 and not 48k) or block_threads or grid_sync"
+endif
+
+test: $(BUILT) $(EMU_BUILT)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench: $(BUILT)
@@ -38,8 +54,20 @@ $(BUILT): $(DEPS) $(SOURCES)
 	@grep -h "torchlstm: building" $(VENV)/build.log || true
 	touch $@
 
+build-cuda-emu: $(EMU_BUILT)
+
+test-cuda-emu: $(BUILT) $(EMU_BUILT)
+	$(EMU_RUN) $(PY) -m pytest tests/test_cuda_emu.py $(EMU_TESTS) $(PYTEST_ARGS)
+
+$(EMU_BUILT): $(DEPS) $(EMU_SOURCES)
+	@echo "building torchlstm._cuda_emu ($(EMU_FLAVOUR); log: $(VENV)/emu-build.log)"
+	@rm -f $(VENV)/.emu-built-$(EMU_OTHER)
+	@EMU_TSAN=$(if $(filter tsan,$(EMU_FLAVOUR)),1,0) $(PY) csrc/cuda_emu/build.py > $(VENV)/emu-build.log 2>&1 \
+		|| (tail -n 60 $(VENV)/emu-build.log; exit 1)
+	touch $@
+
 clean:
-	rm -rf build torchlstm/_C*.so $(BUILT)
+	rm -rf build torchlstm/_C*.so torchlstm/_cuda_emu*.so $(BUILT) $(VENV)/.emu-built-*
 
 # make test-sanitize: the CPU extension built with -fsanitize=address,undefined in a copy
 # of the sources (.venv/sanitize; the normal build is untouched) and the C++-facing tests

@@ -117,7 +117,7 @@ void gemm_forward(const LayerCall& c, cudaStream_t stream, bool save, ForwardRes
   auto cell = at::empty({B, H}, opts.dtype(c.cell_dtype));
   cell.copy_(c.c0);
   auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
-  auto hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();  // h_{t-1} * recurrent_keep
+  at::Tensor hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();  // h_{t-1} * recurrent_keep
   const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
   const unsigned blocks = static_cast<unsigned>(pointwise_blocks(B * H));
   ForwardStep<scalar_t, acc_t> k;
