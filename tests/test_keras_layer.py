@@ -274,6 +274,36 @@ def test_fit_stacked_functional_with_mask(fused_calls):
     fit_both(model_r, model_o, x, y)
 
 
+def test_mixed_bfloat16_policy_fits_as_keras(fused_calls):
+    x = data(30, b=6)
+    y = np.random.RandomState(31).randn(6, 3).astype(np.float32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model_r, model_o = models(lambda: [keras.layers.LSTM(U)], lambda: [tk.LSTM(U)], (T, I),
+                                  head=False)
+        assert model_o.layers[0].compute_dtype == "bfloat16"
+        assert_same(model_o(x), model_r(x), 2e-2, 2e-2)
+        for m in (model_r, model_o):
+            m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+            m.fit(x, y[:, :1].repeat(U, 1), batch_size=2, epochs=2, shuffle=False, verbose=0)
+        for a, b in zip(model_o.get_weights(), model_r.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_jit_compile_fit_is_eager_fit(fused_calls):
+    """model.compile(jit_compile=True): torch.compile traces the op (its fake kernel)."""
+    x = data(32, b=4)
+    y = np.random.RandomState(33).randn(4, 3).astype(np.float32)
+    eager, jit = models(lambda: [tk.LSTM(U)], lambda: [tk.LSTM(U)], (T, I))
+    for m, j in ((eager, False), (jit, True)):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=j)
+        m.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(jit.get_weights(), eager.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ masks
 def masked_input():
     x = data(15)

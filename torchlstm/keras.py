@@ -129,7 +129,7 @@ def _fused_inner_loop(layer, cell, sequences, initial_state, mask, training):
                 f"element-wise built-ins ({', '.join(_activations.names())}): it runs "
                 "Keras' own (unfused) loop.", UserWarning, stacklevel=4)
         return None
-    if keras.tree.is_nested(mask):
+    if isinstance(mask, (list, tuple)):  # Keras passes one mask per input at times
         mask = mask[0]
     kernel = _convert(cell.kernel)
     recurrent_kernel = _convert(cell.recurrent_kernel)
