@@ -209,6 +209,27 @@ def test_stateful_and_reset_state_match_keras(fused_calls):
         ours(data(8, b=B + 1))
 
 
+def test_stateful_fit_matches_keras(fused_calls):
+    """The carried state is a Keras variable assigned after each batch: training through
+    it (backward after the assignment) works, with Keras' weights. (keras.layers.LSTM
+    itself fails here on the CPU, Keras 3.15: its fast torch path saves the state variable
+    for backward and the assignment then modifies it in place; Keras' generic loop,
+    RNN(LSTMCell), copies it and is the reference.)"""
+    x = data(34, b=2 * B)
+    y = np.random.RandomState(35).randn(2 * B, 3).astype(np.float32)
+    model_r, model_o = [keras.Sequential([keras.Input(batch_shape=(B, T, I)), layer,
+                                          keras.layers.Dense(3)])
+                        for layer in (keras.layers.RNN(keras.layers.LSTMCell(U), stateful=True),
+                                      tk.LSTM(U, stateful=True))]
+    model_o.set_weights(model_r.get_weights())
+    for m in (model_r, model_o):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        m.fit(x, y, batch_size=B, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(model_o.get_weights(), model_r.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_same(model_o.layers[0].states, model_r.layers[0].states, 1e-4, 1e-5)
+
+
 def test_regularizer_losses_match_keras():
     kw = dict(kernel_regularizer="l2", recurrent_regularizer="l1", bias_regularizer=keras.regularizers.L1L2(0.01, 0.02),
               activity_regularizer="l2")

@@ -138,6 +138,8 @@ def _fused_inner_loop(layer, cell, sequences, initial_state, mask, training):
     x = _convert(sequences).to(dtype)
     h0 = _convert(initial_state[0]).to(dtype)
     c0 = _convert(initial_state[1]).to(dtype)
+    if layer.stateful:  # the state variables, assigned after this call: the op saves copies
+        h0, c0 = h0.clone(), c0.clone()
     if x.shape[1] == 0:
         raise ValueError(f"{layer.name}: the input sequence has no time steps")
     xt = x.transpose(0, 1)  # time-major (T, B, I) for the op
