@@ -119,6 +119,7 @@ OPTIONS = [
     dict(dropout=0.3, recurrent_dropout=0.4, seed=1, return_sequences=True),  # inference
     dict(unroll=True, return_sequences=True),
     dict(use_cudnn=False),
+    dict(activation=torch.tanh, recurrent_activation=torch.sigmoid),  # torch functions
 ]
 
 

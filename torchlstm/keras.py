@@ -104,10 +104,17 @@ _FUSED_IDS = _fused_ids()
 def _kernel_ids(cell):
     """(activation id, recurrent activation id) of a Keras LSTMCell, or None when either
     is not a fused activation."""
-    try:
-        ids = _FUSED_IDS.get(cell.activation), _FUSED_IDS.get(cell.recurrent_activation)
-    except TypeError:  # an unhashable callable
-        return None
+    def kernel_id(fn):
+        try:
+            if fn in _FUSED_IDS:
+                return _FUSED_IDS[fn]
+        except TypeError:  # an unhashable callable
+            return None
+        try:  # torch functions that are a fused activation (torch.tanh, F.relu, ...)
+            return _activations.resolve(fn)
+        except (TypeError, ValueError):
+            return None
+    ids = kernel_id(cell.activation), kernel_id(cell.recurrent_activation)
     return None if None in ids else ids
 
 
