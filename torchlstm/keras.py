@@ -176,8 +176,8 @@ def _fused_inner_loop(layer, cell, sequences, initial_state, mask, training):
                           recurrent_activation=ids[1], reg=reg, need_grad=need_grad)
     if m is not None:
         out, last = _keras_contract.masked_and_last(out, m, 1, layer.zero_output_for_mask)
-    else:
-        last = out[-1]
+    else:  # the final h: its gradient enters the op as grad_hn, at no cost (out[-1]'s
+        last = h  # would be a zero-filled (T, B, u) gradient for the whole output)
     return last, out.transpose(0, 1), [h, c]
 
 
