@@ -4,7 +4,11 @@ torch.compile of that loop's step — in one process, timed samples alternated b
 contenders, medians reported, with ratios.
 
     python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
-                          [--repeats N] [--no-compile] [--out DIR]
+                          [--repeats N] [--no-compile] [--out DIR] [--keras | --keras-only]
+
+--keras adds the Keras rows (--keras-only: those alone): model.fit and model.predict of a
+Keras 3 model (torch backend) with torchlstm.keras.LSTM beside the same model with
+keras.layers.LSTM, ms per batch (KERAS_CASE).
 
 On CUDA the sizes are the GPU ones (GPU_CASES) in each --dtype (default float32 and
 bfloat16), and each row says which CUDA forward path torchlstm took (persistent or GEMM).
@@ -62,6 +66,8 @@ GPU_CASES = [
 ]
 GPU_QUICK_CASES = [("T=100 B=16 H=256", 100, 16, 256, 256, {})]
 MODES = ("inference", "forward+backward")
+# The Keras rows: keras.Sequential([Input((T, I)), LSTM(H), Dense(1)]), batches of B
+KERAS_CASE = ("headline", 100, 32, 128, 256)
 
 
 def cpu_model():
@@ -225,6 +231,57 @@ def run_cases(args, device, peaks):
     return rows
 
 
+def run_keras(args, device):
+    """ms per batch of model.fit (SGD, mse) and model.predict, torchlstm.keras.LSTM vs
+    keras.layers.LSTM in the same model, samples alternated, medians."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+    import numpy as np
+    import torchlstm.keras as tk
+    name, T, B, I, H = KERAS_CASE
+    steps = 2 if args.quick else 5  # batches per timed fit / predict call
+    repeats = args.repeats or (2 if args.quick else 5)
+    rs = np.random.RandomState(0)
+    x = rs.randn(steps * B, T, I).astype(np.float32)
+    y = rs.randn(steps * B, 1).astype(np.float32)
+    models = {}
+    for label, lstm in (("torchlstm.keras.LSTM", tk.LSTM), ("keras.layers.LSTM", keras.layers.LSTM)):
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((T, I)), lstm(H), keras.layers.Dense(1)])
+        m.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        models[label] = m
+    rows = []
+    for mode in ("fit", "predict"):
+        def call(m):
+            if mode == "fit":
+                m.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+            else:
+                m.predict(x, batch_size=B, verbose=0)
+        for m in models.values():  # warm-up (and builds the train / predict functions)
+            call(m)
+        samples = {k: [] for k in models}
+        for _ in range(repeats):
+            for label, m in models.items():
+                t0 = time.perf_counter()
+                call(m)
+                samples[label].append((time.perf_counter() - t0) / steps)
+        ms = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        rows.append(dict(case=name, T=T, B=B, I=I, H=H, mode=f"model.{mode}", ms=ms,
+                         ratio=ms["keras.layers.LSTM"] / ms["torchlstm.keras.LSTM"],
+                         keras=keras.__version__, device=str(device)))
+    return rows
+
+
+def keras_table(rows):
+    lines = ["| Keras (torch backend) | mode | torchlstm.keras.LSTM ms/batch | "
+             "keras.layers.LSTM ms/batch | vs keras.layers.LSTM |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} T={r['T']} B={r['B']} I={r['I']} H={r['H']} | {r['mode']} "
+                     f"| {r['ms']['torchlstm.keras.LSTM']:.1f} | "
+                     f"{r['ms']['keras.layers.LSTM']:.1f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
 def fmt_ratio(r, key):
     return f"{r['ratio'][key]:.2f}" if key in r["ratio"] else "n/a"
 
@@ -291,6 +348,9 @@ def main():
     p.add_argument("--repeats", type=int, default=0, help="timed samples per contender")
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled loop")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="where JSON and PNG go")
+    p.add_argument("--keras", action="store_true", help="add the Keras rows (model.fit / "
+                   "predict, torchlstm.keras.LSTM vs keras.layers.LSTM)")
+    p.add_argument("--keras-only", action="store_true", help="run the Keras rows alone")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.dtype is None:
@@ -301,6 +361,15 @@ def main():
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, both sides
         torch.backends.cudnn.allow_tf32 = False
+    if args.keras_only:
+        keras_rows = run_keras(args, device)
+        print("\n" + keras_table(keras_rows))
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "keras_results.json"), "w") as f:
+            json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                           hardware=cpu_model() if device.type == "cpu" else
+                           torch.cuda.get_device_name(device), rows=keras_rows), f, indent=1)
+        return
     backend = "cuDNN" if device.type == "cuda" else "oneDNN"
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"torchlstm benchmark: torch {torch.__version__}, {hw}, "
@@ -309,7 +378,10 @@ def main():
     print("GEMM peak: " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
           file=sys.stderr)
     rows = run_cases(args, device, peaks)
+    keras_rows = run_keras(args, device) if args.keras else []
     print("\n" + table(rows, backend))
+    if keras_rows:
+        print("\n" + keras_table(keras_rows))
     print("\nratio = baseline time / torchlstm time (medians of alternating repeats; > 1: "
           "torchlstm faster).\nmemory = bytes saved for backward, torchlstm / nn.LSTM."
           + ("\npage faults / call: minor page faults per call, each contender on its own "
@@ -324,7 +396,8 @@ def main():
                 cpu_avx512=torchlstm._C.cpu_avx512(),
                 cpu_cache_limit_mb=torchlstm._C.cpu_cache_stats()["limit_bytes"] / 2 ** 20)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        json.dump(dict(meta=meta, rows=rows, **({"keras_rows": keras_rows} if keras_rows
+                                                 else {})), f, indent=1)
     chart(rows, os.path.join(args.out, "ratios.png"), backend)
     print(f"\nwrote {args.out}/results.json and {args.out}/ratios.png", file=sys.stderr)
 
