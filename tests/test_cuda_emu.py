@@ -347,3 +347,41 @@ def test_block_threads_mode_matches():
     for a, b in zip(one, many):
         assert torch.equal(a, b)
     assert rel_err(gemm[0], one[0]) < 1e-13
+
+
+# cuBLAS' settings follow torch's (csrc/cuda/cublas_gemm.h): TF32 for float32 only where
+# torch.backends.cuda.matmul allows it; 16-bit split-K reductions only where
+# allow_fp16/bf16_reduced_precision_reduction allow them (else the handle's math mode
+# forbids them for the call).
+CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 77
+DISALLOW_REDUCED_PRECISION_REDUCTION = 16
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_cublas_tf32_follows_torch(allow_tf32):
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    try:
+        emu.set_cuda_forward_path("gemm")
+        eops.layer_forward(*make_args(dtype=torch.float32))
+        want = CUBLAS_COMPUTE_32F_FAST_TF32 if allow_tf32 else CUBLAS_COMPUTE_32F
+        assert emu.stats()["last_compute_type"] == want
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("dtype,flag", [
+    (torch.float16, "allow_fp16_reduced_precision_reduction"),
+    (torch.bfloat16, "allow_bf16_reduced_precision_reduction")])
+@pytest.mark.parametrize("allowed", [False, True])
+def test_cublas_reduced_precision_reduction_follows_torch(dtype, flag, allowed):
+    saved = getattr(torch.backends.cuda.matmul, flag)
+    setattr(torch.backends.cuda.matmul, flag, allowed)
+    try:
+        emu.set_cuda_forward_path("gemm")
+        eops.layer_forward(*make_args(dtype=dtype))
+        s = emu.stats()
+        assert s["last_compute_type"] == CUBLAS_COMPUTE_32F
+        assert bool(s["last_math_mode"] & DISALLOW_REDUCED_PRECISION_REDUCTION) == (not allowed)
+    finally:
+        setattr(torch.backends.cuda.matmul, flag, saved)

@@ -113,6 +113,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
                             cublasGemmAlgo_t algo) {
   (void)algo;
   if (cublasStatus_t s = check_args(handle, transa, transb, m, n, k, lda, ldb, ldc)) return s;
+  torchlstm_emu::stats().last_compute_type.store(computeType);
+  torchlstm_emu::stats().last_math_mode.store(handle->math_mode.load());
   if (!elem_size(Atype) || !elem_size(Btype) || !elem_size(Ctype) || Atype != Btype)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   const bool half_in = Atype == CUDA_R_16F || Atype == CUDA_R_16BF;

@@ -90,6 +90,8 @@ py::dict stats() {
   d["fibers"] = s.fibers.load();
   d["switches"] = s.switches.load();
   d["gemms"] = s.gemms.load();
+  d["last_compute_type"] = s.last_compute_type.load();
+  d["last_math_mode"] = s.last_math_mode.load();
   return d;
 }
 

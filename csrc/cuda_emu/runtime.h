@@ -56,6 +56,8 @@ bool block_threads();
 struct Stats {
   std::atomic<int64_t> launches{0}, cooperative_launches{0}, failed_launches{0};
   std::atomic<int64_t> fibers{0}, switches{0}, gemms{0};
+  // the last cublasGemmEx call's compute type and the handle's math mode then
+  std::atomic<int> last_compute_type{-1}, last_math_mode{-1};
 };
 Stats& stats();
 std::string last_error_message();
