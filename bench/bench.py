@@ -338,6 +338,34 @@ def chart(rows, path, backend):
     plt.close(fig)
 
 
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def rss_report(calls: int) -> dict:
+    """Resident memory over `calls` forward+backward calls of torchlstm at the headline
+    size after a warm-up (the buffer cache and the allocators settle in it): growth in MiB
+    (the reliability target: under 1), and what torchlstm.empty_cache() hands back."""
+    torch.manual_seed(0)
+    m = torchlstm.LSTM(128, 256)
+    x = torch.randn(100, 32, 128, requires_grad=True)
+
+    def step():
+        out, (h, c) = m(x)
+        (out.sum() + c.sum()).backward()
+    for _ in range(min(100, calls)):
+        step()
+    before = rss_mib()
+    for _ in tqdm(range(calls), desc="resident memory", leave=False):
+        step()
+    after = rss_mib()
+    freed = torchlstm.empty_cache() / 2 ** 20
+    return dict(calls=calls, rss_before_mib=round(before, 2), rss_after_mib=round(after, 2),
+                growth_mib=round(after - before, 3), empty_cache_freed_mib=round(freed, 2),
+                rss_after_empty_cache_mib=round(rss_mib(), 2))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +379,9 @@ def main():
     p.add_argument("--keras", action="store_true", help="add the Keras rows (model.fit / "
                    "predict, torchlstm.keras.LSTM vs keras.layers.LSTM)")
     p.add_argument("--keras-only", action="store_true", help="run the Keras rows alone")
+    p.add_argument("--rss-calls", type=int, default=None,
+                   help="forward+backward calls at the headline size for the resident-memory "
+                   "report (CPU; default 2000, 50 with --quick, 0: none)")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.dtype is None:
@@ -379,6 +410,8 @@ def main():
           file=sys.stderr)
     rows = run_cases(args, device, peaks)
     keras_rows = run_keras(args, device) if args.keras else []
+    rss_calls = args.rss_calls if args.rss_calls is not None else (50 if args.quick else 2000)
+    rss = rss_report(rss_calls) if device.type == "cpu" and rss_calls > 0 else None
     print("\n" + table(rows, backend))
     if keras_rows:
         print("\n" + keras_table(keras_rows))
@@ -387,6 +420,12 @@ def main():
           + ("\npage faults / call: minor page faults per call, each contender on its own "
              "(fresh pages the kernel maps and zeroes inside the call)." if device.type == "cpu"
              else ""))
+    if rss:
+        print(f"\nresident memory over {rss['calls']} forward+backward calls at the headline "
+              f"size (after a warm-up): {rss['rss_before_mib']:.1f} -> {rss['rss_after_mib']:.1f} "
+              f"MiB (growth {rss['growth_mib']:+.2f} MiB); torchlstm.empty_cache() freed "
+              f"{rss['empty_cache_freed_mib']:.1f} MiB, resident after: "
+              f"{rss['rss_after_empty_cache_mib']:.1f} MiB")
     os.makedirs(args.out, exist_ok=True)
     meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
                 threads=torch.get_num_threads(), gemm_peak_gflops=peaks,
@@ -394,7 +433,8 @@ def main():
                 cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
                 cpu_packed_gemm=torchlstm._C.cpu_packed_gemm(),
                 cpu_avx512=torchlstm._C.cpu_avx512(),
-                cpu_cache_limit_mb=torchlstm._C.cpu_cache_stats()["limit_bytes"] / 2 ** 20)
+                cpu_cache_limit_mb=torchlstm._C.cpu_cache_stats()["limit_bytes"] / 2 ** 20,
+                resident_memory=rss)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows, **({"keras_rows": keras_rows} if keras_rows
                                                  else {})), f, indent=1)

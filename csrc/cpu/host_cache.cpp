@@ -4,6 +4,9 @@
 #include <ATen/EmptyTensor.h>
 #include <c10/core/CPUAllocator.h>
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -170,7 +173,15 @@ at::Tensor empty_cached(at::IntArrayRef sizes, at::ScalarType dtype) {
 
 HostCacheStats host_cache_stats() { return HostCache::get().stats(); }
 
-int64_t empty_host_cache() { return HostCache::get().release_all(); }
+int64_t empty_host_cache() {
+  const int64_t freed = HostCache::get().release_all();
+#ifdef __GLIBC__
+  // glibc keeps freed blocks below its (adaptive) mmap threshold in its heap; hand them
+  // back to the OS, as the caller asked for memory back
+  if (freed > 0) malloc_trim(0);
+#endif
+  return freed;
+}
 
 }  // namespace cpu
 }  // namespace torchlstm
