@@ -15,8 +15,9 @@ bfloat16), and each row says which CUDA forward path torchlstm took (persistent 
 
 ratio vs X = X's time / torchlstm's time: above 1 means torchlstm is faster.
 GFLOP/s counts the LSTM's matrix products: forward 8·H·(I+H)·B·T (plus 2·P·H·B·T with a
-projection); forward+backward 3× that. "of peak" divides by this machine's GEMM peak,
-measured in the same run. Memory: bytes the forward saves for backward (the part of
+projection); forward+backward 3× that. "of FMA peak" divides by this machine's physical
+peak for the threads used, measured in the same run by a tight FMA loop per ISA (the
+roofline's ceiling; CPU); "of GEMM peak" by a large torch.mm (the best the library does). Memory: bytes the forward saves for backward (the part of
 training memory that differs between implementations), torchlstm / nn.LSTM.
 Writes DIR/results.json (all figures, machine, versions, date) and DIR/ratios.png.
 """
@@ -95,6 +96,24 @@ def gemm_peak(device, dtype=torch.float32):
               num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=1.0)
     return 2 * n ** 3 / m.median / 1e9
+
+
+def fma_peak(dtype=torch.float32):
+    """This machine's physical float32/float64 peak for the threads the benchmark uses: a
+    tight FMA loop in C++ per ISA (csrc/cpu/fma_peak.cpp), the best ISA the CPU has.
+    Returns (GFLOP/s, {isa: GFLOP/s}). float64 has half the lanes; float16/bfloat16 run in
+    float32 on the CPU."""
+    n = torch.get_num_threads()
+    per_isa = {}
+    for isa in ("avx2", "avx512"):
+        try:
+            per_isa[isa] = torchlstm._C.cpu_fma_peak(isa, n, 0.6)
+        except ValueError:  # the CPU lacks it
+            pass
+    if not per_isa:
+        return None, per_isa
+    best = max(per_isa.values())
+    return (best / 2 if dtype == torch.float64 else best), per_isa
 
 
 def make_step(model, x, mode):
@@ -179,7 +198,7 @@ def run_cases(args, device, peaks):
                file=sys.stderr)
     for (name, T, B, I, H, kw), dtype_name in ((c, d) for c in cases for d in dtypes):
         dtype = getattr(torch, dtype_name)
-        peak = peaks[dtype_name]
+        peak = peaks[dtype_name]  # {"fma": physical (CPU) or None, "gemm": library GEMM}
         torch.manual_seed(0)
         ours = torchlstm.LSTM(I, H, **kw).to(device, dtype)
         x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
@@ -217,7 +236,9 @@ def run_cases(args, device, peaks):
                        cuda_path=path,
                        ms={k: v * 1e3 for k, v in times.items()},
                        ratio={k: v / ours_t for k, v in times.items() if k != "torchlstm"},
-                       gflops=fl / ours_t / 1e9, of_peak=fl / ours_t / 1e9 / peak)
+                       gflops=fl / ours_t / 1e9,
+                       of_peak=fl / ours_t / 1e9 / peak["fma"] if peak["fma"] else None,
+                       of_gemm_peak=fl / ours_t / 1e9 / peak["gemm"])
             if device.type == "cpu":
                 row["page_faults_per_call"] = {
                     k: faults_per_call(f) for k, f in zip(labels, steps)
@@ -293,9 +314,9 @@ def table(rows, backend):
     extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
     faults = any("page_faults_per_call" in r for r in rows)
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
-             "vs eager loop | vs compiled loop | GFLOP/s | of peak | memory vs nn.LSTM |"
-             + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
-             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
+             "vs eager loop | vs compiled loop | GFLOP/s | of FMA peak | of GEMM peak | "
+             "memory vs nn.LSTM |" + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
+             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
@@ -304,7 +325,8 @@ def table(rows, backend):
         lines.append(f"| {r['case']} | {r['mode']} |{extra} {ms['torchlstm']:.2f} | {nn_ms} | ")
         lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
-                      f"{100 * r['of_peak']:.0f}% | {mem} |")
+                      + (f"{100 * r['of_peak']:.0f}%" if r.get("of_peak") else "n/a")
+                      + f" | {100 * r['of_gemm_peak']:.0f}% | {mem} |")
         if faults:
             pf = r.get("page_faults_per_call", {})
             lines[-1] += " " + " / ".join(f"{pf[k]:.0f}" for k in ("torchlstm", "nn.LSTM")
@@ -405,9 +427,16 @@ def main():
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"torchlstm benchmark: torch {torch.__version__}, {hw}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
-    peaks = {d: gemm_peak(device, getattr(torch, d)) for d in args.dtype}
-    print("GEMM peak: " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()),
-          file=sys.stderr)
+    peaks, fma_isas = {}, {}
+    for d in args.dtype:
+        dt = getattr(torch, d)
+        fma, fma_isas = fma_peak(dt) if device.type == "cpu" else (None, {})
+        peaks[d] = {"fma": fma, "gemm": gemm_peak(device, dt)}
+    print("peaks: " + ", ".join(
+        f"{d}: FMA {v['fma']:.0f} GFLOP/s, GEMM {v['gemm']:.0f} GFLOP/s" if v["fma"] else
+        f"{d}: GEMM {v['gemm']:.0f} GFLOP/s" for d, v in peaks.items())
+        + (f" (FMA loop per ISA: {', '.join(f'{k} {v:.0f}' for k, v in fma_isas.items())})"
+           if fma_isas else ""), file=sys.stderr)
     rows = run_cases(args, device, peaks)
     keras_rows = run_keras(args, device) if args.keras else []
     rss_calls = args.rss_calls if args.rss_calls is not None else (50 if args.quick else 2000)
@@ -428,7 +457,10 @@ def main():
               f"{rss['rss_after_empty_cache_mib']:.1f} MiB")
     os.makedirs(args.out, exist_ok=True)
     meta = dict(torch=torch.__version__, device=str(device), hardware=hw,
-                threads=torch.get_num_threads(), gemm_peak_gflops=peaks,
+                threads=torch.get_num_threads(),
+                gemm_peak_gflops={d: v["gemm"] for d, v in peaks.items()},
+                fma_peak_gflops={d: v["fma"] for d, v in peaks.items()},
+                fma_peak_per_isa_gflops=fma_isas,
                 date=datetime.datetime.now().isoformat(timespec="seconds"),
                 cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
                 cpu_packed_gemm=torchlstm._C.cpu_packed_gemm(),

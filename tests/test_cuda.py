@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
 from torchlstm import _C, activations
-from support import BOUNDED, layer_args, randn, random_mask, regularizers, twin_lstms
+from support import BOUNDED, CASES, layer_args, randn, random_mask, regularizers, twin_lstms
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 ops = torch.ops.torchlstm
@@ -89,7 +89,6 @@ def mask_for(T, B):
 
 
 # ------------------------------------------------------------------ vs the CPU kernels
-CASES = list(itertools.product([False, True], [False, True], [False, True], [False, True]))
 
 
 @pytest.mark.parametrize("path", ["gemm", "persistent"])

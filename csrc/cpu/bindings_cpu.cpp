@@ -1,5 +1,8 @@
 // bindings_cpu.cpp — the CPU backend's run-time switches and reports in torchlstm._C.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
 
 #include "../backend_bindings.h"
 #include "blas.h"
@@ -7,6 +10,8 @@
 
 namespace torchlstm {
 namespace cpu {
+
+double fma_peak_gflops(const std::string& isa, int threads, double seconds);  // fma_peak.cpp
 
 void bind(pybind11::module_& m) {
   m.def("cpu_direct_blas", &has_direct_blas,
@@ -28,6 +33,10 @@ void bind(pybind11::module_& m) {
                               pybind11::arg("hits") = s.hits, pybind11::arg("misses") = s.misses);
       },
       "the CPU buffer cache (cpu/host_cache.h): free bytes and blocks held, the limit, hits, misses");
+  m.def("cpu_fma_peak", &fma_peak_gflops,
+        "measured float32 GFLOP/s of `threads` threads each running a tight FMA loop of the "
+        "given ISA ('avx2' or 'avx512') for about `seconds`: the roofline's physical peak",
+        pybind11::arg("isa"), pybind11::arg("threads"), pybind11::arg("seconds") = 0.5);
   m.def("empty_cpu_cache", &empty_host_cache,
         "frees the CPU buffer cache's free blocks; returns the bytes freed");
 }
