@@ -25,6 +25,7 @@ SOURCES = sorted(glob.glob("csrc/cuda_emu/*.cpp")) + [
     # what the CUDA host code shares with the CPU backend (not ops.cpp: its TORCH_LIBRARY
     # is torchlstm._C's)
     "csrc/layer_call.cpp",
+    "csrc/cuda/plan_bindings.cpp",
     "csrc/layer_grads.cpp",
     "csrc/cpu/host_cache.cpp",
 ]

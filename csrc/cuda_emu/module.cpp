@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "../cuda/launch_plan.h"
+#include "../backend_bindings.h"
 #include "../ops.h"
 #include "runtime.h"
 
@@ -18,32 +18,6 @@ TORCH_LIBRARY(torchlstm_emu, m) { torchlstm::define_schemas(m); }
 namespace {
 
 namespace py = pybind11;
-using torchlstm::cuda_plan::ForwardPath;
-
-void set_cuda_forward_path(const std::string& path) {
-  ForwardPath p;
-  if (path == "auto") p = ForwardPath::AUTO;
-  else if (path == "gemm") p = ForwardPath::GEMM;
-  else if (path == "persistent") p = ForwardPath::PERSISTENT;
-  else throw py::value_error("path must be 'auto', 'gemm' or 'persistent', got '" + path + "'");
-  torchlstm::cuda_plan::forced_forward_path().store(static_cast<int>(p));
-}
-
-std::string cuda_forward_path() {
-  switch (torchlstm::cuda_plan::forced_forward_path().load()) {
-    case 1: return "gemm";
-    case 2: return "persistent";
-    default: return "auto";
-  }
-}
-
-std::string last_cuda_forward_path() {
-  switch (torchlstm::cuda_plan::last_forward_path().load()) {
-    case 1: return "gemm";
-    case 2: return "persistent";
-    default: return "none";
-  }
-}
 
 py::dict device_properties() {
   const cudaDeviceProp& p = torchlstm_emu::mutable_properties();
@@ -99,11 +73,6 @@ py::dict stats() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "torchlstm's CUDA code on an emulated device (CPU tensors): torch.ops.torchlstm_emu.*";
-  m.def("set_cuda_forward_path", &set_cuda_forward_path,
-        "'auto' (default), 'gemm' or 'persistent': which forward path the emulated ops take");
-  m.def("cuda_forward_path", &cuda_forward_path, "the forward path setting");
-  m.def("last_cuda_forward_path", &last_cuda_forward_path,
-        "which forward path the last emulated layer op ran: 'gemm', 'persistent' or 'none'");
   m.def("set_device", &set_device, py::arg("preset") = "h100",
         "the emulated device: 'h100', 'h200' or 'small', with cudaDeviceProp fields overridden "
         "by keyword (multiProcessorCount=..., sharedMemPerBlockOptin=..., cooperativeLaunch=0, ...)");
@@ -122,6 +91,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("block_threads", &torchlstm_emu::block_threads);
   m.def("stats", &stats, "counters: launches, cooperative_launches, failed_launches, fibers, switches, gemms");
   m.def("last_error_message", &torchlstm_emu::last_error_message);
+  // the forward-path switch and report (this library's own copies of the process-wide
+  // settings) and the launch plan: the same bindings as torchlstm._C's
+  torchlstm::cuda_plan::bind(m);
   torchlstm_emu_register_selftest(m);
 #if defined(__SANITIZE_THREAD__)
   m.attr("tsan") = true;
