@@ -13,8 +13,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
-from torchlstm import _C, activations
-from support import BOUNDED, CASES, layer_args, randn, random_mask, regularizers, twin_lstms
+from torchlstm import _C
+from support import layer_args, randn, random_mask, regularizers, twin_lstms
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 ops = torch.ops.torchlstm
@@ -89,57 +89,7 @@ def mask_for(T, B):
 
 
 # ------------------------------------------------------------------ vs the CPU kernels
-
-
-@pytest.mark.parametrize("path", ["gemm", "persistent"])
-@pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
-def test_layer_matches_cpu_float64(path, proj, bias, masked, reverse):
-    if proj and path == "persistent":
-        pytest.skip("the persistent kernel has no projection (launch_plan.h)")
-    args = layer_args(proj, bias, random_mask() if masked else None, reverse)
-    (cpu, gcpu) = forward_and_grads(args)
-    set_path(path)
-    (gpu, ggpu) = forward_and_grads(to(args, "cuda"))
-    assert _C.last_cuda_forward_path() == path
-    for name, a, e in zip(["out", "h_n", "c_n", "gates", "cs"], gpu, cpu):
-        assert a.dtype == e.dtype and a.shape == e.shape, name
-        assert rel_err(a, e) < 1e-12, name  # gates of masked steps: zero on both
-    for k, (a, e) in enumerate(zip(ggpu, gcpu)):
-        assert rel_err(a, e) < 1e-11, f"grad {k}"
-
-
-@pytest.mark.parametrize("path", ["gemm", "persistent"])
-@pytest.mark.parametrize("act,ract", [(a, "sigmoid") for a in activations.FUSED]
-                         + [("tanh", r) for r in activations.FUSED])
-def test_every_activation_matches_cpu(act, ract, path):
-    # unbounded activations: small weights and states keep c and h finite (as test_ops)
-    scale = 1.0 if {act, ract} <= BOUNDED else 0.15 if "exponential" in (act, ract) else 0.4
-    args = layer_args(act=act, ract=ract, scale=scale)
-    cpu, gcpu = forward_and_grads(args)
-    set_path(path)
-    gpu, ggpu = forward_and_grads(to(args, "cuda"))
-    assert _C.last_cuda_forward_path() == path
-    for a, e in zip(gpu[:3] + tuple(ggpu), cpu[:3] + tuple(gcpu)):
-        assert rel_err(a, e) < 1e-11
-
-
-@pytest.mark.parametrize("path", ["gemm", "persistent"])
-@pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (False, True, True),
-                                                 (True, True, False), (True, False, True)])
-@pytest.mark.parametrize("which,eval_z", [("iorc", False), ("ir", False), ("oc", True)])
-def test_regularizers_match_cpu_float64(path, proj, masked, reverse, which, eval_z):
-    """Keras dropout and zoneout (the keep masks and z given to the op) on CUDA = CPU."""
-    if proj and path == "persistent":
-        pytest.skip("the persistent kernel has no projection")
-    args = layer_args(proj, True, random_mask() if masked else None, reverse)
-    reg = regularizers(T=args[0].shape[0], B=args[0].shape[1], I=args[0].shape[2],
-                       H=args[2].shape[1], Hout=args[1].shape[1], which=which, eval_z=eval_z)
-    cpu, gcpu = forward_and_grads(list(args) + list(reg))
-    set_path(path)
-    gpu, ggpu = forward_and_grads(to(list(args) + list(reg), "cuda"))
-    assert _C.last_cuda_forward_path() == path
-    for a, e in zip(gpu + tuple(ggpu), cpu + tuple(gcpu)):
-        assert rel_err(a, e) < 1e-11
+# (the op-level comparisons run on a GPU and on the emulation: tests/test_cuda_code.py)
 
 
 def test_module_dropout_and_zoneout_on_cuda():
@@ -181,31 +131,6 @@ def test_regularizers_paths_agree_at_size(dtype):
         assert _C.last_cuda_forward_path() == path
         for a, e in zip(got[:3], ref[:3]):
             assert rel_err(a, e) < {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype], path
-
-
-# ------------------------------------------------------------------ the two forward paths
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("Bn", [1, 3, 16])
-@pytest.mark.parametrize("masked,reverse", [(False, False), (True, False), (True, True)])
-@pytest.mark.parametrize("ract", ["sigmoid", "hard_sigmoid"])
-def test_persistent_and_gemm_paths_agree(dtype, Bn, masked, reverse, ract):
-    if dtype == torch.float64 and Bn > 8:
-        pytest.skip("float64 persistent kernel: batch <= 8")
-    args = to(layer_args(mask=mask_for(T, Bn) if masked else None, reverse=reverse, ract=ract,
-                         T=T, B=Bn, requires_grad=False), "cuda", dtype)
-    results = {}
-    for path in ("gemm", "persistent"):
-        set_path(path)
-        for op in ("layer_forward", "layer_inference"):
-            results[path, op] = getattr(ops, op)(*args)
-            assert _C.last_cuda_forward_path() == path
-    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
-    for op in ("layer_forward", "layer_inference"):
-        for a, e in zip(results["persistent", op], results["gemm", op]):
-            assert a.dtype == e.dtype and a.shape == e.shape
-            assert rel_err(a, e) < tol, op
-    for a, e in zip(results["persistent", "layer_inference"], results["persistent", "layer_forward"]):
-        assert torch.equal(a, e)  # inference = training forward, bit for bit
 
 
 def test_automatic_path_choice():

@@ -101,17 +101,6 @@ def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse
             input.new_empty(T, B, H, dtype=cell_state_dtype(input.dtype)))
 
 
-@torch.library.register_fake("torchlstm::layer_forward")
-def _layer_forward_fake(*args):
-    return _forward_fake("torchlstm.layer_forward", *args)
-
-
-@torch.library.register_fake("torchlstm::layer_inference")
-def _layer_inference_fake(*args):
-    return _forward_fake("torchlstm.layer_inference", *args)[:3]
-
-
-@torch.library.register_fake("torchlstm::layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation,
                          input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None):
@@ -148,21 +137,19 @@ def _layer_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
-    input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *reg = ctx.saved_tensors
-    d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = ops.layer_backward(
-        grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-        ctx.reverse, *ctx.activations, *reg)
-    grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
-             "b_ih": d_bias if ctx.has_bias[0] else None,
-             "b_hh": d_bias if ctx.has_bias[1] else None,
-             "w_hr": d_w_hr if w_hr is not None else None}
-    # nothing flows to mask, reverse, the activation ids or the regularisers
-    return tuple(grads.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
-
-
-torch.library.register_autograd("torchlstm::layer_forward", _layer_backward,
-                                setup_context=_layer_setup_context)
+def _layer_backward_with(backward_op):
+    def layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
+        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *reg = ctx.saved_tensors
+        d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = backward_op(
+            grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
+            ctx.reverse, *ctx.activations, *reg)
+        grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
+                 "b_ih": d_bias if ctx.has_bias[0] else None,
+                 "b_hh": d_bias if ctx.has_bias[1] else None,
+                 "w_hr": d_w_hr if w_hr is not None else None}
+        # nothing flows to mask, reverse, the activation ids or the regularisers
+        return tuple(grads.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
+    return layer_backward
 
 
 # Double backward (create_graph=True through the LSTM, e.g. gradient penalties) is not
@@ -175,5 +162,21 @@ def _no_double_backward(ctx, *grads):
         "supported yet")
 
 
-torch.library.register_autograd("torchlstm::layer_backward", _no_double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+def register(namespace: str = "torchlstm") -> None:
+    """Fake kernels and autograd for the layer ops of a library defined with these schemas
+    (csrc/ops.h define_schemas): torchlstm's own, and the CPU emulation of the CUDA code
+    (torchlstm_emu, whose tests run the same cases as a GPU's)."""
+    lib_ops = getattr(torch.ops, namespace)
+    torch.library.register_fake(f"{namespace}::layer_forward",
+                                lambda *a: _forward_fake(f"{namespace}.layer_forward", *a))
+    torch.library.register_fake(f"{namespace}::layer_inference",
+                                lambda *a: _forward_fake(f"{namespace}.layer_inference", *a)[:3])
+    torch.library.register_fake(f"{namespace}::layer_backward", _layer_backward_fake)
+    torch.library.register_autograd(f"{namespace}::layer_forward",
+                                    _layer_backward_with(lib_ops.layer_backward),
+                                    setup_context=_layer_setup_context)
+    torch.library.register_autograd(f"{namespace}::layer_backward", _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
+
+
+register("torchlstm")

@@ -1,0 +1,189 @@
+"""The CUDA code (csrc/cuda: host code and kernels) against the CPU kernels and float64, on
+every place it can run: a GPU (torch.ops.torchlstm on CUDA tensors) and the CPU emulation
+of the device (torch.ops.torchlstm_emu on CPU tensors, built by make test; see
+csrc/cuda_emu). The same cases on both: the `cuda` fixture says where. Where neither is
+available (no GPU, emulation not built) its parameter is skipped; make test builds the
+emulation, so these always run in CI.
+
+torch.empty is NaN-filled in every test (deterministic mode's fill_uninitialized_memory),
+so an output element a kernel forgets to write is a NaN in the comparison; TF32 is off."""
+import importlib
+
+import pytest
+import torch
+
+from torchlstm import _C, _ops, activations
+from support import BOUNDED, CASES, layer_args, random_mask, regularizers
+
+ops = torch.ops.torchlstm
+I, H, P, T, B = 5, 12, 4, 9, 5
+
+
+_EMULATION_REGISTERED: list = []
+
+
+class CudaCode:
+    """Where the CUDA code runs: its ops, where their tensors live, and its path switch."""
+
+    def __init__(self, where: str):
+        self.where = where
+        if where == "gpu":
+            self.ops, self.device, self.control = torch.ops.torchlstm, "cuda", _C
+        else:
+            self.control = importlib.import_module("torchlstm._cuda_emu")
+            self.control.set_device("h100")
+            self.control.set_capture_status("none")
+            if not _EMULATION_REGISTERED:  # its ops' autograd, as torchlstm's own
+                _ops.register("torchlstm_emu")
+                _EMULATION_REGISTERED.append(True)
+            self.ops, self.device = torch.ops.torchlstm_emu, "cpu"
+
+    def to(self, args, dtype=None):
+        out = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                t = a.detach().to(self.device)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                out.append(t.requires_grad_(a.requires_grad and t.is_floating_point()))
+            else:
+                out.append(a)
+        return out
+
+    def set_path(self, path):
+        self.control.set_cuda_forward_path(path)
+
+    def last_path(self):
+        return self.control.last_cuda_forward_path()
+
+
+def _emulation_built():
+    return importlib.util.find_spec("torchlstm._cuda_emu") is not None
+
+
+@pytest.fixture(params=["gpu", "emulation"])
+def cuda(request):
+    if request.param == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here (the emulation runs these cases)")
+    if request.param == "emulation" and not _emulation_built():
+        pytest.skip("torchlstm._cuda_emu not built (make test builds it)")
+    code = CudaCode(request.param)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield code
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved[0]
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[3]
+        code.set_path("auto")
+
+
+def rel_err(actual, expected):
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
+    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
+
+
+def forward_and_grads(op_ns, args, seed=0):
+    """layer_forward, then the gradients of a random projection of (out, h_n, c_n)."""
+    out, h, c, gates, cs = op_ns.layer_forward(*args)
+    gen = torch.Generator().manual_seed(seed)
+    w = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in (out, h, c)]
+    loss = (out * w[0]).sum() + (h * w[1]).sum() + (c * w[2]).sum()
+    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    return (out, h, c, gates, cs), torch.autograd.grad(loss, wrt)
+
+
+def mask_for(T, B):
+    """A (T, B) mask with right padding, holes and (B > 1) a row that never runs."""
+    m = torch.rand(T, B) > 0.3
+    m[0] = True
+    if B > 1:
+        m[:, -1] = False
+        m[T // 2:, 0] = False
+    return m
+
+
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+@pytest.mark.parametrize("proj,bias,masked,reverse", CASES)
+def test_layer_matches_cpu_float64(cuda, path, proj, bias, masked, reverse):
+    if proj and path == "persistent":
+        pytest.skip("the persistent kernel has no projection (launch_plan.h)")
+    args = layer_args(proj, bias, random_mask() if masked else None, reverse)
+    (cpu, gcpu) = forward_and_grads(ops, args)
+    cuda.set_path(path)
+    (gpu, ggpu) = forward_and_grads(cuda.ops, cuda.to(args))
+    assert cuda.last_path() == path
+    for name, a, e in zip(["out", "h_n", "c_n", "gates", "cs"], gpu, cpu):
+        assert a.dtype == e.dtype and a.shape == e.shape, name
+        assert rel_err(a, e) < 1e-12, name  # gates of masked steps: zero on both
+    for k, (a, e) in enumerate(zip(ggpu, gcpu)):
+        assert rel_err(a, e) < 1e-11, f"grad {k}"
+
+
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+@pytest.mark.parametrize("act,ract", [(a, "sigmoid") for a in activations.FUSED]
+                         + [("tanh", r) for r in activations.FUSED])
+def test_every_activation_matches_cpu(cuda, act, ract, path):
+    # unbounded activations: small weights and states keep c and h finite (as test_ops)
+    scale = 1.0 if {act, ract} <= BOUNDED else 0.15 if "exponential" in (act, ract) else 0.4
+    args = layer_args(act=act, ract=ract, scale=scale)
+    cpu, gcpu = forward_and_grads(ops, args)
+    cuda.set_path(path)
+    gpu, ggpu = forward_and_grads(cuda.ops, cuda.to(args))
+    assert cuda.last_path() == path
+    for a, e in zip(gpu[:3] + tuple(ggpu), cpu[:3] + tuple(gcpu)):
+        assert rel_err(a, e) < 1e-11
+
+
+@pytest.mark.parametrize("path", ["gemm", "persistent"])
+@pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (False, True, True),
+                                                 (True, True, False), (True, False, True)])
+@pytest.mark.parametrize("which,eval_z", [("iorc", False), ("ir", False), ("oc", True)])
+def test_regularizers_match_cpu_float64(cuda, path, proj, masked, reverse, which, eval_z):
+    """Keras dropout and zoneout (the keep masks and z given to the op) on CUDA = CPU."""
+    if proj and path == "persistent":
+        pytest.skip("the persistent kernel has no projection")
+    args = layer_args(proj, True, random_mask() if masked else None, reverse)
+    reg = regularizers(T=args[0].shape[0], B=args[0].shape[1], I=args[0].shape[2],
+                       H=args[2].shape[1], Hout=args[1].shape[1], which=which, eval_z=eval_z)
+    cpu, gcpu = forward_and_grads(ops, list(args) + list(reg))
+    cuda.set_path(path)
+    gpu, ggpu = forward_and_grads(cuda.ops, cuda.to(list(args) + list(reg)))
+    assert cuda.last_path() == path
+    for a, e in zip(gpu + tuple(ggpu), cpu + tuple(gcpu)):
+        assert rel_err(a, e) < 1e-11
+
+
+
+
+# ------------------------------------------------------------------ the two forward paths
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("Bn", [1, 3, 16])
+@pytest.mark.parametrize("masked,reverse", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("ract", ["sigmoid", "hard_sigmoid"])
+def test_persistent_and_gemm_paths_agree(cuda, dtype, Bn, masked, reverse, ract):
+    if dtype == torch.float64 and Bn > 8:
+        pytest.skip("float64 persistent kernel: batch <= 8")
+    args = cuda.to(layer_args(mask=mask_for(T, Bn) if masked else None, reverse=reverse,
+                              ract=ract, T=T, B=Bn, requires_grad=False), dtype)
+    results = {}
+    for path in ("gemm", "persistent"):
+        cuda.set_path(path)
+        for op in ("layer_forward", "layer_inference"):
+            results[path, op] = getattr(cuda.ops, op)(*args)
+            assert cuda.last_path() == path
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
+    for op in ("layer_forward", "layer_inference"):
+        for a, e in zip(results["persistent", op], results["gemm", op]):
+            assert a.dtype == e.dtype and a.shape == e.shape
+            assert rel_err(a, e) < tol, op
+    for a, e in zip(results["persistent", "layer_inference"], results["persistent", "layer_forward"]):
+        assert torch.equal(a, e)  # inference = training forward, bit for bit
+
+
