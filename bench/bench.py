@@ -4,11 +4,12 @@ torch.compile of that loop's step — in one process, timed samples alternated b
 contenders, medians reported, with ratios.
 
     python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
-                          [--repeats N] [--no-compile] [--out DIR] [--keras | --keras-only]
+                          [--repeats N] [--no-compile] [--out DIR] [--no-keras | --keras-only]
+                          [--rss-calls N]
 
---keras adds the Keras rows (--keras-only: those alone): model.fit and model.predict of a
-Keras 3 model (torch backend) with torchlstm.keras.LSTM beside the same model with
-keras.layers.LSTM, ms per batch (KERAS_CASE).
+The Keras rows (on by default in a full CPU run; --no-keras leaves them out, --keras-only
+runs them alone): model.fit and model.predict of a Keras 3 model (torch backend) with
+torchlstm.keras.LSTM beside the same model with keras.layers.LSTM, ms per batch (KERAS_CASE).
 
 On CUDA the sizes are the GPU ones (GPU_CASES) in each --dtype (default float32 and
 bfloat16), and each row says which CUDA forward path torchlstm took (persistent or GEMM).
@@ -398,14 +399,19 @@ def main():
     p.add_argument("--repeats", type=int, default=0, help="timed samples per contender")
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled loop")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="where JSON and PNG go")
-    p.add_argument("--keras", action="store_true", help="add the Keras rows (model.fit / "
-                   "predict, torchlstm.keras.LSTM vs keras.layers.LSTM)")
+    p.add_argument("--keras", action=argparse.BooleanOptionalAction, default=None,
+                   help="the Keras rows (model.fit / predict, torchlstm.keras.LSTM vs "
+                   "keras.layers.LSTM; default: on in a full CPU run where keras is installed)")
     p.add_argument("--keras-only", action="store_true", help="run the Keras rows alone")
     p.add_argument("--rss-calls", type=int, default=None,
                    help="forward+backward calls at the headline size for the resident-memory "
                    "report (CPU; default 2000, 50 with --quick, 0: none)")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.keras is None:
+        import importlib.util
+        args.keras = (device.type == "cpu" and not args.quick
+                      and importlib.util.find_spec("keras") is not None)
     if args.dtype is None:
         args.dtype = ["float32", "bfloat16"] if device.type == "cuda" else ["float32"]
     for d in args.dtype:
