@@ -126,7 +126,7 @@ def _layer_setup_context(ctx, inputs, output):
     reg = LayerRegularizers(*(a.get(n) for n in LayerRegularizers._fields))
     out, _h_n, _c_n, gates, cs = output
     ctx.save_for_backward(a["input"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["w_hr"],
-                          a["mask"], out, gates, cs, *reg)
+                          a["mask"], out, gates, cs, a["b_ih"], a["b_hh"], *reg)
     ctx.num_inputs = len(inputs)
     ctx.has_bias = (a["b_ih"] is not None, a["b_hh"] is not None)
     ctx.reverse = a["reverse"]
@@ -137,9 +137,32 @@ def _layer_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
+def _differentiable_backward(ctx, saved, grads):
+    """The gradients as a function of the inputs, for a backward that is itself
+    differentiated (create_graph=True: gradient penalties, Hessian-vector products):
+    the forward recomputed by the reference loop (torchlstm/_reference.py: the same maths,
+    every option) and differentiated with autograd, keeping the graph. Correct on every
+    backend and option; as slow as that loop (a Python loop over time)."""
+    input, h0, c0, w_ih, w_hh, w_hr, mask, _out, _gates, _cs, b_ih, b_hh, *reg = saved
+    act, ract = (activations.as_function(a) for a in ctx.activations)
+    outs = _reference.layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask,
+                                    ctx.reverse, act, ract, *reg)
+    wrt = {n: t for n, t in zip(("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"),
+                                (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+           if t is not None and t.requires_grad}
+    pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+    got = torch.autograd.grad([o for o, _ in pairs], list(wrt.values()),
+                              [g for _, g in pairs], create_graph=True, allow_unused=True)
+    by_name = dict(zip(wrt, got))
+    return tuple(by_name.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
+
+
 def _layer_backward_with(backward_op):
     def layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cs):
-        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, *reg = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            return _differentiable_backward(ctx, saved, (grad_out, grad_hn, grad_cn))
+        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, *reg = saved
         d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = backward_op(
             grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
             ctx.reverse, *ctx.activations, *reg)
@@ -152,14 +175,13 @@ def _layer_backward_with(backward_op):
     return layer_backward
 
 
-# Double backward (create_graph=True through the LSTM, e.g. gradient penalties) is not
-# implemented: the backward op's own backward raises, instead of autograd's fallback
-# silently returning wrong numbers.
+# The backward op itself has no derivative: double backward through the modules takes
+# _differentiable_backward; a direct caller differentiating layer_backward gets an error,
+# not autograd's fallback's silently wrong numbers.
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
-        "torchlstm: double backward (a gradient of a gradient through torchlstm.LSTM / "
-        "LSTMCell, e.g. autograd.grad(..., create_graph=True) followed by backward) is not "
-        "supported yet")
+        "torchlstm.layer_backward has no derivative: differentiate through layer_forward "
+        "(torchlstm.LSTM / LSTMCell / RNN) with create_graph=True instead")
 
 
 def register(namespace: str = "torchlstm") -> None:
