@@ -128,3 +128,45 @@ def op_args(**override):
              recurrent_activation=1)
     a.update(override)
     return list(a.values())
+
+
+# ----------------------------------------------------------- the CUDA tests' helpers
+def rel_err(actual, expected):
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
+    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
+
+
+def to_device(args, device, dtype=None):
+    """Tensor arguments copied to device (and floating ones to dtype), keeping which
+    require grad; other arguments as they are."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            t = a.detach().to(device)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            out.append(t.requires_grad_(a.requires_grad and t.is_floating_point()))
+        else:
+            out.append(a)
+    return out
+
+
+def forward_and_grads(op_ns, args, seed=0):
+    """layer_forward, then the gradients of a random projection of (out, h_n, c_n)."""
+    out, h, c, gates, cs = op_ns.layer_forward(*args)
+    gen = torch.Generator().manual_seed(seed)
+    w = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in (out, h, c)]
+    loss = (out * w[0]).sum() + (h * w[1]).sum() + (c * w[2]).sum()
+    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    return (out, h, c, gates, cs), torch.autograd.grad(loss, wrt)
+
+
+def mask_for(T, B):
+    """A (T, B) mask with right padding, holes and (B > 1) a row that never runs."""
+    m = torch.rand(T, B) > 0.3
+    m[0] = True
+    if B > 1:
+        m[:, -1] = False
+        m[T // 2:, 0] = False
+    return m

@@ -14,7 +14,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
 from torchlstm import _C
-from support import layer_args, randn, random_mask, regularizers, twin_lstms
+from support import (layer_args, mask_for, randn, random_mask,
+                     regularizers, rel_err, to_device, twin_lstms)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 ops = torch.ops.torchlstm
@@ -40,52 +41,13 @@ def _float32_exact_and_outputs_poisoned():
         _C.set_cuda_forward_path("auto")
 
 
-def rel_err(actual, expected):
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
-    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
-
-
 # ‖out − ref‖ / ‖ref‖ against a float64 reference, per dtype (outputs, gradients).
 REL_TOL = {torch.float64: (1e-12, 1e-11), torch.float32: (1e-5, 1e-4),
            torch.float16: (5e-3, 2e-2), torch.bfloat16: (3e-2, 8e-2)}
 
 
-def to(args, device, dtype=None):
-    out = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            t = a.detach().to(device)
-            if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
-            out.append(t.requires_grad_(a.requires_grad and t.is_floating_point()))
-        else:
-            out.append(a)
-    return out
-
-
-def forward_and_grads(args, seed=0):
-    """layer_forward, then the gradients of a random projection of (out, h_n, c_n)."""
-    out, h, c, gates, cs = ops.layer_forward(*args)
-    gen = torch.Generator().manual_seed(seed)
-    w = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in (out, h, c)]
-    loss = (out * w[0]).sum() + (h * w[1]).sum() + (c * w[2]).sum()
-    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    return (out, h, c, gates, cs), torch.autograd.grad(loss, wrt)
-
-
 def set_path(path):
     _C.set_cuda_forward_path(path)
-
-
-def mask_for(T, B):
-    """A (T, B) mask with right padding, holes and (B > 1) a row that never runs."""
-    m = torch.rand(T, B) > 0.3
-    m[0] = True
-    if B > 1:
-        m[:, -1] = False
-        m[T // 2:, 0] = False
-    return m
 
 
 # ------------------------------------------------------------------ vs the CPU kernels
@@ -127,7 +89,7 @@ def test_regularizers_paths_agree_at_size(dtype):
     ref = ops.layer_forward(*args, *reg)  # float64 CPU
     for path in ("gemm", "persistent"):
         set_path(path)
-        got = ops.layer_forward(*to(list(args) + list(reg), "cuda", dtype))
+        got = ops.layer_forward(*to_device(list(args) + list(reg), "cuda", dtype))
         assert _C.last_cuda_forward_path() == path
         for a, e in zip(got[:3], ref[:3]):
             assert rel_err(a, e) < {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype], path
@@ -261,7 +223,7 @@ def test_cell_matches_nn_lstmcell(bias):
 def test_gradcheck_cuda(path, proj, masked, reverse):
     if proj and path == "persistent":
         pytest.skip("the persistent kernel has no projection")
-    args = to(layer_args(proj, True, random_mask() if masked else None, reverse), "cuda")
+    args = to_device(layer_args(proj, True, random_mask() if masked else None, reverse), "cuda")
     set_path(path)
 
     def f(*a):
@@ -272,7 +234,7 @@ def test_gradcheck_cuda(path, proj, masked, reverse):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("proj,masked", [(False, False), (True, True)])
 def test_opcheck_cuda(dtype, proj, masked):
-    args = to(layer_args(proj=proj, mask=random_mask() if masked else None), "cuda", dtype)
+    args = to_device(layer_args(proj=proj, mask=random_mask() if masked else None), "cuda", dtype)
     torch.library.opcheck(ops.layer_forward, args)
     # layer_inference has no autograd formula (the modules call it only without grad)
     torch.library.opcheck(ops.layer_inference, [a.detach() if isinstance(a, torch.Tensor) else a
@@ -326,17 +288,17 @@ def test_autocast(dtype):
 
 
 def test_errors_name_the_argument():
-    args = to(layer_args(), "cuda")
+    args = to_device(layer_args(), "cuda")
     bad = list(args)
     bad[1] = bad[1].cpu()
     with pytest.raises(RuntimeError, match="h0 must be on the device of input"):
         ops.layer_forward(*bad)
-    proj = to(layer_args(proj=True), "cuda")
+    proj = to_device(layer_args(proj=True), "cuda")
     set_path("persistent")
     with pytest.raises(RuntimeError, match="persistent forward path was forced"):
         ops.layer_forward(*proj)
     set_path("auto")
-    args = to(layer_args(), "cuda", torch.float32)
+    args = to_device(layer_args(), "cuda", torch.float32)
     fwd = ops.layer_forward(*args)
     bad_cs = fwd[4].double()  # cell states of a float32 layer are float32
     with pytest.raises(TypeError, match="cs must have dtype"):
@@ -360,7 +322,7 @@ def _forward_vs_cpu(Hn, Bn, dtype, path, T_=12, masked=False, reg_which=None, **
     reg = list(regularizers(T=T_, B=Bn, I=In, H=Hn, Hout=Hn, which=reg_which)) if reg_which else []
     expected = ops.layer_forward(*args, *reg)
     set_path(path)
-    got = ops.layer_forward(*to(args + reg, "cuda", dtype))
+    got = ops.layer_forward(*to_device(args + reg, "cuda", dtype))
     assert _C.last_cuda_forward_path() == path
     tol = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]
     for name, a, e in zip(["out", "h_n", "c_n"], got[:3], expected[:3]):
@@ -416,7 +378,7 @@ def test_cuda_graph_capture_takes_the_gemm_path_and_replays():
 
 @pytest.mark.parametrize("path", ["gemm", "persistent"])
 def test_non_contiguous_weights(path):
-    args = to(layer_args(requires_grad=False), "cuda", torch.float32)
+    args = to_device(layer_args(requires_grad=False), "cuda", torch.float32)
     strided = list(args)
     for k in (3, 4):  # w_ih, w_hh as transposed copies' transposes (same values, strided)
         strided[k] = args[k].t().contiguous().t()

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from torchlstm import _C, _ops, activations
-from support import BOUNDED, CASES, layer_args, random_mask, regularizers
+from support import (BOUNDED, CASES, forward_and_grads, layer_args,
+                     mask_for, random_mask, regularizers, rel_err)
 
 ops = torch.ops.torchlstm
 I, H, P, T, B = 5, 12, 4, 9, 5
@@ -81,32 +82,6 @@ def cuda(request):
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         torch.utils.deterministic.fill_uninitialized_memory = saved[3]
         code.set_path("auto")
-
-
-def rel_err(actual, expected):
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
-    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
-
-
-def forward_and_grads(op_ns, args, seed=0):
-    """layer_forward, then the gradients of a random projection of (out, h_n, c_n)."""
-    out, h, c, gates, cs = op_ns.layer_forward(*args)
-    gen = torch.Generator().manual_seed(seed)
-    w = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in (out, h, c)]
-    loss = (out * w[0]).sum() + (h * w[1]).sum() + (c * w[2]).sum()
-    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    return (out, h, c, gates, cs), torch.autograd.grad(loss, wrt)
-
-
-def mask_for(T, B):
-    """A (T, B) mask with right padding, holes and (B > 1) a row that never runs."""
-    m = torch.rand(T, B) > 0.3
-    m[0] = True
-    if B > 1:
-        m[:, -1] = False
-        m[T // 2:, 0] = False
-    return m
 
 
 @pytest.mark.parametrize("path", ["gemm", "persistent"])

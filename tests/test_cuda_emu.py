@@ -2,8 +2,8 @@
 (csrc/cuda_emu, built into torchlstm._cuda_emu by `make test-cuda-emu`): the ops
 torch.ops.torchlstm_emu.* take CPU tensors and run the CUDA host code, the cuBLAS calls (a
 checking stand-in) and every kernel (CUDA threads as fibers). Checked against the CPU ops
-(torch.ops.torchlstm.*) and the float64 reference (reference.py), on both forward paths,
-with the path choice and its fallbacks. Skipped where the emulation is not built.
+(torch.ops.torchlstm.*) and the float64 reference (torchlstm/_reference.py), on both
+forward paths, with the path choice and its fallbacks. Skipped where the emulation is not built.
 
 Every test runs with torch.empty NaN-filled (deterministic mode's fill_uninitialized_memory),
 so an output element a kernel forgets to write is a NaN in the comparison; the emulated
@@ -11,7 +11,7 @@ shared memory starts as NaN bytes too."""
 import pytest
 import torch
 
-from support import lstm_layer, randn, regularizers
+from support import lstm_layer, randn, regularizers, rel_err
 from torchlstm import activations
 
 emu = pytest.importorskip("torchlstm._cuda_emu", reason="torchlstm._cuda_emu not built "
@@ -39,12 +39,6 @@ def _emulated_h100_and_outputs_poisoned():
         emu.set_device("h100")
         emu.set_capture_status("none")
         emu.set_cuda_forward_path("auto")
-
-
-def rel_err(actual, expected):
-    a, e = actual.detach().double(), expected.detach().double()
-    assert torch.isfinite(a).all(), "non-finite values (an unwritten output?)"
-    return ((a - e).norm() / e.norm().clamp_min(1e-300)).item()
 
 
 # ‖out − ref‖ / ‖ref‖ against float64, per dtype: (outputs, gradients)
@@ -86,7 +80,7 @@ def double(args):
 
 
 def reference(args):
-    """(out, h_n, c_n) of the float64 reference (reference.py)."""
+    """(out, h_n, c_n) of the float64 reference (torchlstm/_reference.py)."""
     a = double(args)
     regs = dict(zip(["input_keep", "recurrent_keep", "zoneout_h", "zoneout_c"], a[12:16]))
     return lstm_layer(*a[:9], reverse=a[9], activation=activations.name_of(a[10]),
