@@ -1,7 +1,12 @@
 // bindings_cpu.cpp — the CPU backend's run-time switches and reports in torchlstm._C.
+#include <ATen/ATen.h>
 #include <pybind11/pybind11.h>
+#include <torch/extension.h>
 #include <pybind11/stl.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "../backend_bindings.h"
@@ -10,6 +15,30 @@
 
 namespace torchlstm {
 namespace cpu {
+
+namespace {
+const char* const kStepGemmNames[] = {"auto", "blas", "avx2", "avx512"};
+
+StepGemm step_gemm_named(const std::string& name) {
+  for (int i = 0; i < 4; ++i)
+    if (name == kStepGemmNames[i]) return static_cast<StepGemm>(i);
+  throw std::invalid_argument("torchlstm: the CPU GEMM must be one of 'auto', 'blas', 'avx2', "
+                              "'avx512', got '" + name + "'");
+}
+}  // namespace
+
+// The start value of the choice: TORCHLSTM_CPU_GEMM, or auto. A bad value is reported
+// once on stderr and ignored (this runs inside the first op call: no exception there).
+StepGemm step_gemm_from_env() {
+  const char* v = std::getenv("TORCHLSTM_CPU_GEMM");
+  if (!v || !*v) return StepGemm::AUTO;
+  try {
+    return step_gemm_named(v);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s (TORCHLSTM_CPU_GEMM); using 'auto'\n", e.what());
+    return StepGemm::AUTO;
+  }
+}
 
 double fma_peak_gflops(const std::string& isa, int threads, double seconds);  // fma_peak.cpp
 
@@ -23,6 +52,62 @@ void bind(pybind11::module_& m) {
   m.def(
       "set_cpu_avx512", [](bool allowed) { return avx512_allowed().exchange(allowed); },
       "allow (default) or forbid the AVX-512 parts of the CPU kernels; returns the previous setting");
+  m.def(
+      "set_cpu_gemm",
+      [](const std::string& name) {
+        const StepGemm want = step_gemm_named(name);
+        if ((want == StepGemm::AVX2 && !panel_isa_supported(PanelIsa::AVX2)) ||
+            (want == StepGemm::AVX512 && !panel_isa_supported(PanelIsa::AVX512)))
+          throw std::invalid_argument("torchlstm: this CPU cannot run the '" + name +
+                                      "' GEMM kernel");
+        return std::string(kStepGemmNames[step_gemm_choice().exchange(static_cast<int>(want))]);
+      },
+      "the GEMM of the CPU time loops' float32 products: 'auto' (the widest micro-kernel the "
+      "CPU has), 'blas', 'avx2', 'avx512'; returns the previous setting");
+  m.def(
+      "cpu_gemm",
+      [] {
+        switch (step_panel_isa()) {
+          case PanelIsa::AVX512:
+            return std::string("avx512");
+          case PanelIsa::AVX2:
+            return std::string("avx2");
+          default:
+            return std::string("blas");
+        }
+      },
+      "the GEMM the CPU time loops' float32 products run on now: 'avx512', 'avx2' or 'blas'");
+  m.def("cpu_gemm_kernels",
+        [] {
+          std::vector<std::string> k;
+          if (panel_isa_supported(PanelIsa::AVX2)) k.push_back("avx2");
+          if (panel_isa_supported(PanelIsa::AVX512)) k.push_back("avx512");
+          return k;
+        },
+        "the micro-kernels this CPU can run");
+  m.def(
+      "cpu_panel_gemm",
+      [](const std::string& isa_name, const at::Tensor& a, const at::Tensor& w, at::Tensor& c,
+         bool accumulate) {
+        // for the tests: c (M x N) [+]= a (M x K) . w (K x N) through pack_panels and the
+        // named kernel; every tensor float32 on the CPU, any strides of w, a and c with
+        // unit stride in their last dimension
+        const PanelIsa isa = isa_name == "avx512" ? PanelIsa::AVX512
+                             : isa_name == "avx2" ? PanelIsa::AVX2 : PanelIsa::NONE;
+        TORCH_CHECK(panel_isa_supported(isa), "this CPU cannot run the '", isa_name, "' kernel");
+        TORCH_CHECK(a.dim() == 2 && w.dim() == 2 && c.dim() == 2 && a.size(1) == w.size(0) &&
+                        c.size(0) == a.size(0) && c.size(1) == w.size(1),
+                    "cpu_panel_gemm: shapes a (M, K), w (K, N), c (M, N)");
+        TORCH_CHECK(a.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
+                        c.scalar_type() == at::kFloat && a.stride(1) == 1 && c.stride(1) == 1,
+                    "cpu_panel_gemm: float32, unit last stride for a and c");
+        auto packed = at::empty({packed_floats(isa, w.size(0), w.size(1))}, at::kFloat);
+        pack_panels(isa, w.data_ptr<float>(), w.size(0), w.size(1), w.stride(0), w.stride(1),
+                    packed.data_ptr<float>());
+        panel_gemm(isa, a.size(0), w.size(1), a.size(1), a.data_ptr<float>(), a.stride(0),
+                   packed.data_ptr<float>(), c.data_ptr<float>(), c.stride(0), accumulate);
+      },
+      "tests only: c [+]= a . w through the micro-kernel of the given ISA");
   m.def(
       "cpu_cache_stats",
       [] {

@@ -20,6 +20,7 @@
 #include <atomic>
 
 #include "host_cache.h"
+#include "panel_gemm.h"
 
 #if defined(CPU_CAPABILITY_AVX2) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -73,6 +74,21 @@ inline bool use_avx512() {
   return cpu_has_avx512() && avx512_allowed().load(std::memory_order_relaxed);
 }
 
+// Which GEMM the time loops' float32 products run on (the per-step recurrent product, the
+// chunked input projection, the projection): torchlstm's own micro-kernel over weights
+// packed once (panel_gemm.h), or BLAS (MKL's packed GEMM where torch has it). Chosen at
+// run time: `auto` takes the widest kernel the CPU has — measured on an AMD EPYC (Zen 4,
+// one thread, bench/RESULTS.md) at 93-97% of the FMA peak where MKL's packed GEMM ran at
+// 65-90% (38% at 5 rows) — and AVX2 where AVX-512 is turned off (set_cpu_avx512).
+// torchlstm._C.set_cpu_gemm picks one, so the tests run every path on any machine;
+// TORCHLSTM_CPU_GEMM (auto, blas, avx2, avx512) sets the start value.
+enum class StepGemm : int { AUTO = 0, BLAS = 1, AVX2 = 2, AVX512 = 3 };
+StepGemm step_gemm_from_env();  // bindings_cpu.cpp (a bad value is refused there)
+inline std::atomic<int>& step_gemm_choice() {
+  static std::atomic<int> choice{static_cast<int>(step_gemm_from_env())};
+  return choice;
+}
+
 // Whether the direct BLAS path is in use (reported by torchlstm._C for the benchmark).
 inline bool has_direct_blas() { return fortran_gemm<float>() && fortran_gemm<double>(); }
 
@@ -80,6 +96,21 @@ inline bool has_direct_blas() { return fortran_gemm<float>() && fortran_gemm<dou
 inline bool has_packed_gemm() {
   return torch_symbol("cblas_sgemm_pack_get_size") && torch_symbol("cblas_sgemm_pack") &&
          torch_symbol("cblas_sgemm_compute");
+}
+
+// The micro-kernel the float32 loops use now (NONE: BLAS).
+inline PanelIsa step_panel_isa() {
+  switch (static_cast<StepGemm>(step_gemm_choice().load(std::memory_order_relaxed))) {
+    case StepGemm::BLAS:
+      return PanelIsa::NONE;
+    case StepGemm::AVX2:
+      return PanelIsa::AVX2;
+    case StepGemm::AVX512:
+      return PanelIsa::AVX512;
+    default:
+      if (use_avx512() && panel_isa_supported(PanelIsa::AVX512)) return PanelIsa::AVX512;
+      return panel_isa_supported(PanelIsa::AVX2) ? PanelIsa::AVX2 : PanelIsa::NONE;
+  }
 }
 
 template <typename T>
@@ -106,18 +137,30 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   else at::addmm_out(C, C, Bt, At, beta, alpha);
 }
 
-// op(A) packed once for many GEMMs with the same A: the recurrent weights of a whole
-// sequence. MKL's sgemm otherwise re-packs A (W_hh: 4H x H floats) on every call, i.e.
-// every time step; with cblas_sgemm_pack/compute (exported by torch's MKL) it is packed
-// once per op call. Without those symbols, or for double, it is a plain gemm.
+// op(A) packed once for many GEMMs with the same A: the weights of a whole sequence.
+// float32: into the micro-kernel's panels (panel_gemm.h) when a kernel is chosen
+// (step_panel_isa), else with MKL's cblas_sgemm_pack/compute where torch exports them
+// (MKL's sgemm otherwise re-packs A on every call, i.e. every time step). Otherwise, and
+// for double, a plain gemm.
 template <typename T>
 class PackedA {
  public:
-  // pack = false: plain gemm (packing costs tens of microseconds; not worth it for a
-  // few steps).
+  // pack = false: plain gemm (packing costs about one step's worth of reading A; not
+  // worth it for a few steps).
   PackedA(bool trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, bool pack)
       : trans_a_(trans_a), m_(m), k_(k), a_(a), lda_(lda) {
     if constexpr (std::is_same<T, float>::value) {
+      const PanelIsa isa = step_panel_isa();
+      // (batch 1-4 with a transposed A runs the small_n loop below: measured at B=1,
+      // H=128 it beats the kernel, whose tile is then one row high)
+      if (pack && isa != PanelIsa::NONE && m > 0 && k > 0 && !(trans_a && n <= kSmallN)) {
+        // the kernel's B operand is op(A)^T (k x m): element (kk, i) of it is op(A)(i, kk)
+        isa_ = isa;
+        panels_ = empty_cached({packed_floats(isa, k, m)}, at::kFloat);
+        if (trans_a) pack_panels(isa, a, k, m, 1, lda, panels_.data_ptr<float>());
+        else pack_panels(isa, a, k, m, lda, 1, panels_.data_ptr<float>());
+        return;
+      }
       const auto& mkl = Mkl::get();
       // (a handful of columns runs the small_n loop below instead: nothing to pack)
       if (pack && mkl.ok && m > 0 && n > 0 && k > 0 && !(trans_a && n <= kSmallN)) {
@@ -133,6 +176,11 @@ class PackedA {
   void gemm(int64_t n, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) const {
     if (m_ == 0 || n == 0) return;
     if constexpr (std::is_same<T, float>::value) {
+      if (panels_.defined() && (beta == 0.f || beta == 1.f)) {
+        // column-major C (m x n) is row-major C^T (n x m) = B^T (n x k) . op(A)^T (k x m)
+        panel_gemm(isa_, n, m_, k_, b, ldb, panels_.data_ptr<float>(), c, ldc, beta == 1.f);
+        return;
+      }
       if (packed_.defined()) {
         Mkl::get().compute(kColMajor, kPacked, kNoTrans, m_, n, k_, packed_.data_ptr<float>(),
                            lda_, b, ldb, beta, c, ldc);
@@ -293,7 +341,9 @@ class PackedA {
   int64_t m_, k_;
   const T* a_;
   int64_t lda_;
-  at::Tensor packed_;
+  at::Tensor packed_;                 // MKL's packed form
+  at::Tensor panels_;                 // or the micro-kernel's
+  PanelIsa isa_ = PanelIsa::NONE;
 };
 
 }  // namespace cpu
