@@ -11,9 +11,11 @@ namespace torchlstm {
 // d_input = dgates W_ih (times input_keep), d_bias = the sum of dgates over T*B rows, and
 // with a projection d_w_hr = dh_all^T r_all (dh_all (T,B,Hout) the total gradient of
 // each step's h, r_all (T,B,H) each step's o*act(c)), else an empty tensor.
+// `mm` computes the matrix products (at::mm, or a backend's own: the CPU's large_gemm.h).
+using MatMul = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
 void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
-                                 BackwardResult& g);
+                                 BackwardResult& g, MatMul mm = &at::mm);
 
 // d_w_ih = dgates^T x_dropped and d_w_hh = sum_t dgates[t]^T (h_{t-1} * recurrent_keep),
 // h_{t-1} being h0 at the first processed step, else the previous output row: two GEMMs.

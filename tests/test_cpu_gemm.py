@@ -164,3 +164,86 @@ def test_engines_agree_on_the_module():
     for engine in ENGINES[1:]:
         for a, e in zip(res[engine], res["blas"]):
             torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+# The large backward GEMMs (csrc/cpu/large_gemm.h): MKL (at::mm) or OpenBLAS.
+BLASES = ["mkl"] + (["openblas"] if _C.cpu_openblas_loaded() else [])
+
+
+@contextlib.contextmanager
+def cpu_blas(name):
+    before = _C.set_cpu_blas(name)
+    try:
+        yield
+    finally:
+        _C.set_cpu_blas(before)
+
+
+def test_openblas_is_loaded_from_the_wheel_and_auto_follows_the_vendor():
+    pytest.importorskip("scipy_openblas32")  # a dependency: installed with torchlstm
+    assert "openblas" in BLASES
+    amd = "AuthenticAMD" in open("/proc/cpuinfo").read()
+    with cpu_blas("auto"):
+        assert _C.cpu_blas() == ("openblas" if amd else "mkl")
+    with pytest.raises(ValueError, match="'auto', 'mkl', 'openblas'"):
+        _C.set_cpu_blas("blis")
+
+
+def test_without_the_openblas_wheel_the_large_gemms_run_on_mkl():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['scipy_openblas32'] = None\n"
+            "import torch, torchlstm\n"
+            "from torchlstm import _C\n"
+            "assert _C.cpu_blas() == 'mkl'\n"
+            "try:\n    _C.set_cpu_blas('openblas')\nexcept ValueError as e:\n"
+            "    assert 'scipy-openblas32' in str(e)\nelse:\n    raise SystemExit('accepted')\n"
+            "m = torchlstm.LSTM(3, 4); x = torch.randn(5, 2, 3, requires_grad=True)\n"
+            "m(x)[0].sum().backward(); assert x.grad.isfinite().all()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("blas", BLASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (True, True, True)])
+def test_backward_on_each_blas_vs_float64(blas, dtype, proj, masked, reverse):
+    """The op's gradients with the large GEMMs on each BLAS (float32 and float64, the
+    latter OpenBLAS's dgemm) against the float64 op on MKL; B=33 splits C's rows unevenly
+    over a team of two threads."""
+    T, B, I_, H_ = 12, 33, 17, 48
+    Hout = 20 if proj else H_
+    torch.manual_seed(1)
+    args64 = _layer_args(T, B, I_, H_, Hout, proj, masked, reverse, False)
+    grads64 = (randn(T, B, Hout), randn(B, Hout), randn(B, H_))
+
+    def run(args, grads):
+        out, h_n, c_n, gates, cs = ops.layer_forward(*args)
+        back = ops.layer_backward(*grads, args[0], args[1], args[2], args[3], args[4], args[7],
+                                  args[8], out, gates, cs, args[9], 0, 1)
+        return [b for b in back if b is not None and b.numel()]
+
+    with cpu_blas("mkl"):
+        want = run(args64, grads64)
+    cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+    with cpu_blas(blas):
+        assert _C.cpu_blas() == blas
+        got = run(tuple(cast(a) for a in args64), tuple(cast(g) for g in grads64))
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a.double(), e, **tol)
+
+
+@pytest.mark.skipif(len(BLASES) < 2, reason="OpenBLAS not installed")
+def test_the_module_agrees_on_both_blases():
+    import torchlstm
+    torch.manual_seed(0)
+    m = torchlstm.LSTM(24, 40, num_layers=2, bidirectional=True, proj_size=16)
+    x = torch.randn(30, 7, 24, requires_grad=True)
+    res = []
+    for blas in BLASES:
+        with cpu_blas(blas):
+            out, (h, c) = m(x)
+            res.append(torch.autograd.grad(out.square().sum() + c.sum(), [x] + list(m.parameters())))
+    for a, e in zip(*res):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)

@@ -18,6 +18,22 @@ from . import _onnx  # noqa: E402  (ONNX export: registers lazily, on torch.onnx
 from . import _C
 
 
+def _load_openblas():
+    """Hands the scipy-openblas32 wheel's library to the CPU kernels (the large backward
+    GEMMs run on it where it is faster: csrc/cpu/large_gemm.h). Without the wheel they
+    run on torch's own BLAS."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return False
+    import os
+    lib = os.path.join(scipy_openblas32.get_lib_dir(), "lib" + scipy_openblas32.get_library() + ".so")
+    return os.path.exists(lib) and _C.cpu_load_openblas(lib)
+
+
+_load_openblas()
+
+
 def empty_cache() -> int:
     """Frees the CPU buffers torchlstm keeps for reuse and returns the bytes freed.
 

@@ -12,6 +12,7 @@
 #include "../backend_bindings.h"
 #include "blas.h"
 #include "host_cache.h"
+#include "large_gemm.h"
 
 namespace torchlstm {
 namespace cpu {
@@ -85,6 +86,26 @@ void bind(pybind11::module_& m) {
           return k;
         },
         "the micro-kernels this CPU can run");
+  m.def("cpu_load_openblas", &load_openblas,
+        "loads OpenBLAS (scipy-openblas32's library) from the path for the large CPU GEMMs; "
+        "false where it cannot", pybind11::arg("path"));
+  m.def("cpu_openblas_loaded", &openblas_loaded, "whether OpenBLAS is loaded (cpu_load_openblas)");
+  m.def(
+      "set_cpu_blas",
+      [](const std::string& name) {
+        const char* const names[] = {"auto", "mkl", "openblas"};
+        for (int i = 0; i < 3; ++i)
+          if (name == names[i])
+            return std::string(names[static_cast<int>(set_large_gemm(static_cast<LargeGemm>(i)))]);
+        throw std::invalid_argument("torchlstm: the CPU BLAS must be one of 'auto', 'mkl', "
+                                    "'openblas', got '" + name + "'");
+      },
+      "the BLAS of the CPU backward's large GEMMs: 'auto' (OpenBLAS on AMD CPUs where it is "
+      "loaded, else MKL), 'mkl', 'openblas'; returns the previous setting");
+  m.def(
+      "cpu_blas",
+      [] { return std::string(large_gemm_engine() == LargeGemm::OPENBLAS ? "openblas" : "mkl"); },
+      "the BLAS the CPU backward's large GEMMs run on now: 'mkl' or 'openblas'");
   m.def(
       "cpu_panel_gemm",
       [](const std::string& isa_name, const at::Tensor& a, const at::Tensor& w, at::Tensor& c,

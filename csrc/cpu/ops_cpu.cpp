@@ -5,7 +5,8 @@
 //             projection a chunk of steps at a time, + h W_hh^T (one GEMM), the fused
 //             gate pass (bias, 4 gates, c, r = o*act(c)) [projection: h = r W_hr^T]
 //   backward: per step: fused pass (gate derivatives, dc carried to t-1), dh = dgates W_hh;
-//             then dW_ih and dW_hh as ONE GEMM, dx, db, dW_hr over all T*B rows at once.
+//             then dW_ih and dW_hh as ONE GEMM, dx, db, dW_hr over all T*B rows at once
+//             (on the BLAS of large_gemm.h).
 // Saved for backward: the gate pre-activations (T,B,4H), the cell states (T,B,H) and the
 // output (the h states). Activations are recomputed from pre-activations in backward,
 // which keeps every activation's derivative exact.
@@ -18,6 +19,7 @@
 #include "../layer_grads.h"
 #include "../ops.h"
 #include "host_cache.h"
+#include "large_gemm.h"
 #include "time_loops.h"
 
 namespace torchlstm {
@@ -48,7 +50,7 @@ void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& dgates,
   if (T > 1)
     h_prev.narrow(0, c.reverse ? 0 : 1, T - 1).copy_(c.output.narrow(0, c.reverse ? 1 : 0, T - 1));
   if (c.reg.recurrent_keep.defined()) h_prev.mul_(c.reg.recurrent_keep.unsqueeze(0));
-  const auto both = at::mm(dgates.view({T * B, 4 * z.H}).t(), xh.view({T * B, I + Hout}));
+  const auto both = large_mm(dgates.view({T * B, 4 * z.H}).t(), xh.view({T * B, I + Hout}));
   g.d_w_ih = both.narrow(1, 0, I).contiguous();
   g.d_w_hh = both.narrow(1, I, Hout).contiguous();
 }
@@ -144,7 +146,7 @@ struct CpuBackend {
       if (T % 2 == 1) g.d_h0.copy_(dh_tmp);  // after T swaps the last dh_prev sits in dh_tmp
     }
     // The weight and input gradients: a few large GEMMs over all T*B rows.
-    input_bias_projection_grads(c, dgates, dh_all, r_all, g);
+    input_bias_projection_grads(c, dgates, dh_all, r_all, g, &large_mm);
     weight_grads_one_gemm(c, dgates, x, g);
     return g;
   }

@@ -1,0 +1,150 @@
+#include "large_gemm.h"
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
+
+#include "host_cache.h"
+#include "team.h"
+
+namespace torchlstm {
+namespace cpu {
+namespace {
+
+// CBLAS enum values (cblas.h)
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+template <typename T>
+using cblas_gemm_t = void (*)(int, int, int, int, int, int, T, const T*, int, const T*, int, T,
+                              T*, int);
+
+struct OpenBlas {
+  cblas_gemm_t<float> sgemm = nullptr;
+  cblas_gemm_t<double> dgemm = nullptr;
+  void (*set_num_threads)(int) = nullptr;
+};
+std::atomic<const OpenBlas*> g_openblas{nullptr};
+std::mutex g_load_mutex;
+
+LargeGemm from_env() {
+  const char* v = std::getenv("TORCHLSTM_CPU_BLAS");
+  if (!v || !*v || !std::strcmp(v, "auto")) return LargeGemm::AUTO;
+  if (!std::strcmp(v, "mkl")) return LargeGemm::MKL;
+  if (!std::strcmp(v, "openblas")) return LargeGemm::OPENBLAS;
+  std::fprintf(stderr, "torchlstm: TORCHLSTM_CPU_BLAS must be auto, mkl or openblas, got '%s'; "
+                       "using 'auto'\n", v);
+  return LargeGemm::AUTO;
+}
+std::atomic<int>& choice() {
+  static std::atomic<int> c{static_cast<int>(from_env())};
+  return c;
+}
+
+bool cpu_is_amd() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool yes = __builtin_cpu_is("amd");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void openblas_rows(const OpenBlas& ob, int64_t M, int64_t N, int64_t K, const at::Tensor& a,
+                   const at::Tensor& b, T* c) {
+  // row-major operands: a (M x K) with a unit stride in columns (N) or rows (T)
+  const bool ta = a.stride(1) != 1, tb = b.stride(1) != 1;
+  const int64_t lda = ta ? a.stride(1) : a.stride(0), ldb = tb ? b.stride(1) : b.stride(0);
+  const T* ap = a.data_ptr<T>();
+  const T* bp = b.data_ptr<T>();
+  const auto gemm = [&](int64_t r0, int64_t rows) {
+    if (rows <= 0) return;
+    const T* a_r = ap + r0 * (ta ? 1 : lda);
+    const T one = 1, zero = 0;
+    if constexpr (std::is_same<T, float>::value)
+      ob.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, rows, N, K, one, a_r,
+               lda, bp, ldb, zero, c + r0 * N, N);
+    else
+      ob.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, rows, N, K, one, a_r,
+               lda, bp, ldb, zero, c + r0 * N, N);
+  };
+  // one OpenBLAS thread per team member, each its rows of C (whole SIMD-friendly blocks)
+  const int nt = team_size(M, 64);
+  if (!run_team(nt, [&](int k) {
+        const Slice s = slice_of(M, nt, k, 16);
+        gemm(s.begin, s.len);
+      }))
+    gemm(0, M);
+}
+
+// A row-major view BLAS can take as is (or transposed): a unit stride in one dimension
+// and a leading dimension that covers the other.
+bool blas_layout(const at::Tensor& t) {
+  return t.dim() == 2 && ((t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1))) ||
+                          (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0))));
+}
+
+}  // namespace
+
+bool load_openblas(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_load_mutex);
+  if (g_openblas.load()) return true;
+  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) return false;
+  auto* ob = new OpenBlas;  // lives as long as the process (as the library)
+  ob->sgemm = reinterpret_cast<cblas_gemm_t<float>>(dlsym(h, "scipy_cblas_sgemm"));
+  ob->dgemm = reinterpret_cast<cblas_gemm_t<double>>(dlsym(h, "scipy_cblas_dgemm"));
+  ob->set_num_threads =
+      reinterpret_cast<void (*)(int)>(dlsym(h, "scipy_openblas_set_num_threads"));
+  if (!ob->sgemm || !ob->dgemm || !ob->set_num_threads) {
+    delete ob;
+    dlclose(h);
+    return false;
+  }
+  ob->set_num_threads(1);  // each call runs in the calling team member's thread
+  g_openblas.store(ob);
+  return true;
+}
+
+bool openblas_loaded() { return g_openblas.load() != nullptr; }
+
+LargeGemm large_gemm_engine() {
+  const auto c = static_cast<LargeGemm>(choice().load(std::memory_order_relaxed));
+  if (c == LargeGemm::OPENBLAS && openblas_loaded()) return LargeGemm::OPENBLAS;
+  if (c == LargeGemm::AUTO && cpu_is_amd() && openblas_loaded()) return LargeGemm::OPENBLAS;
+  return LargeGemm::MKL;
+}
+
+LargeGemm set_large_gemm(LargeGemm c) {
+  if (c == LargeGemm::OPENBLAS && !openblas_loaded())
+    throw std::invalid_argument(
+        "torchlstm: OpenBLAS is not loaded (pip install scipy-openblas32, then import torchlstm)");
+  return static_cast<LargeGemm>(choice().exchange(static_cast<int>(c)));
+}
+
+at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
+  const OpenBlas* ob = g_openblas.load();
+  const auto dt = a.scalar_type();
+  if (!ob || large_gemm_engine() != LargeGemm::OPENBLAS || (dt != at::kFloat && dt != at::kDouble) ||
+      b.scalar_type() != dt || a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(0) ||
+      std::max({a.size(0), a.size(1), b.size(1)}) >= (int64_t(1) << 31))
+    return at::mm(a, b);  // (at::mm also gives the errors for bad operands)
+  const auto A = blas_layout(a) ? a : a.contiguous();
+  const auto B = blas_layout(b) ? b : b.contiguous();
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  auto c = empty_cached({M, N}, dt);
+  if (M == 0 || N == 0) return c;
+  if (K == 0) return c.zero_();
+  if (dt == at::kFloat) openblas_rows<float>(*ob, M, N, K, A, B, c.data_ptr<float>());
+  else openblas_rows<double>(*ob, M, N, K, A, B, c.data_ptr<double>());
+  return c;
+}
+
+}  // namespace cpu
+}  // namespace torchlstm
