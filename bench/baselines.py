@@ -29,6 +29,8 @@ class LoopLSTM(torch.nn.Module):
 
     def forward(self, x):
         m = self.lstm
+        if m.num_layers != 1 or m.bidirectional or not isinstance(x, torch.Tensor):
+            raise NotImplementedError("the loop baseline is one layer, one direction, padded")
         w = (m.weight_ih_l0, m.weight_hh_l0, getattr(m, "bias_ih_l0", None),
              getattr(m, "bias_hh_l0", None), getattr(m, "weight_hr_l0", None))
         B = x.shape[1]

@@ -5,7 +5,7 @@ contenders, medians reported, with ratios.
 
     python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
                           [--repeats N] [--no-compile] [--out DIR] [--no-keras | --keras-only]
-                          [--rss-calls N]
+                          [--rss-calls N] [--cases NAME,...] [--no-equal-allocator]
 
 The Keras rows (on by default in a full CPU run; --no-keras leaves them out, --keras-only
 runs them alone): model.fit and model.predict of a Keras 3 model (torch backend) with
@@ -51,7 +51,12 @@ CASES = [
     ("T=50 B=64 H=512", 50, 64, 256, 512, {}),
     ("proj_size=128", 100, 32, 128, 256, {"proj_size": 128}),
     ("hard_sigmoid", 100, 32, 128, 256, {"recurrent_activation": "hard_sigmoid"}),
+    ("2 layers bidirectional", 50, 16, 256, 256, {"num_layers": 2, "bidirectional": True}),
+    # a PackedSequence of B sequences of random lengths 20..T (seeded), for both models
+    ("PackedSequence", 200, 32, 128, 256, {"packed": True}),
 ]
+# the options torch.nn.LSTM has too (it runs a case whose options are all among these)
+NN_OPTIONS = ("proj_size", "num_layers", "bidirectional")
 QUICK_CASES = [
     ("headline", 100, 32, 128, 256, {}),
     ("hard_sigmoid small", 20, 4, 32, 64, {"recurrent_activation": "hard_sigmoid"}),
@@ -83,9 +88,24 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def flops(T, B, I, H, P, mode):
-    fwd = 8 * H * (I + (P or H)) * B * T + (2 * P * H * B * T if P else 0)
+def flops(T, B, I, H, P, mode, num_layers=1, bidirectional=False, steps=None):
+    """The matrix products' FLOPs; `steps` = the (t, b) pairs computed (T*B, or the sum
+    of a PackedSequence's lengths)."""
+    rows = steps if steps is not None else T * B
+    dirs = 2 if bidirectional else 1
+    fwd = 0
+    for layer in range(num_layers):
+        inp = I if layer == 0 else dirs * (P or H)
+        fwd += dirs * (8 * H * (inp + (P or H)) * rows + (2 * P * H * rows if P else 0))
     return fwd if mode == "inference" else 3 * fwd
+
+
+def packed_input(T, B, I, device, dtype):
+    """B sequences of seeded random lengths 20..T, as a PackedSequence (unsorted)."""
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(20, T + 1, (B,), generator=g)
+    x = torch.randn(T, B, I, generator=g).to(device, dtype)
+    return torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), lengths
 
 
 def gemm_peak(device, dtype=torch.float32):
@@ -124,10 +144,13 @@ def make_step(model, x, mode):
                 model(x)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
+        packed = isinstance(x, torch.nn.utils.rnn.PackedSequence)
+        leaf = x.data if packed else x
 
         def step():
             out, (h, c) = model(x)
-            torch.autograd.grad(out.sum() + h.sum() + c.sum(), [x] + params)
+            out = out.data if packed else out
+            torch.autograd.grad(out.sum() + h.sum() + c.sum(), [leaf] + params)
     return step
 
 
@@ -178,7 +201,7 @@ def faults_per_call(step, calls=5):
 
 def cuda_path_of(model, x):
     """Which CUDA forward path torchlstm takes for x ("" on the CPU)."""
-    if x.device.type != "cuda":
+    if (x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x).device.type != "cuda":
         return ""
     with torch.no_grad():
         model(x)
@@ -192,6 +215,14 @@ def run_cases(args, device, peaks):
         cases = GPU_QUICK_CASES if args.quick else GPU_CASES
     else:
         cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        wanted = [c.strip() for c in args.cases.split(",")]
+        known = {c[0] for c in CASES + QUICK_CASES + GPU_CASES}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise SystemExit(f"--cases: unknown {unknown}; known: {sorted(known)}")
+        cases = [c for c in CASES + QUICK_CASES + GPU_CASES if c[0] in wanted
+                 and (c in GPU_CASES) == (device.type == "cuda")]
     dtypes = args.dtype
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.1
@@ -201,11 +232,19 @@ def run_cases(args, device, peaks):
         dtype = getattr(torch, dtype_name)
         peak = peaks[dtype_name]  # {"fma": physical (CPU) or None, "gemm": library GEMM}
         torch.manual_seed(0)
+        kw = dict(kw)
+        packed = kw.pop("packed", False)
         ours = torchlstm.LSTM(I, H, **kw).to(device, dtype)
-        x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
+        if packed:
+            x, lengths = packed_input(T, B, I, device, dtype)
+            x.data.requires_grad_()
+            steps_tb = int(lengths.sum())
+        else:
+            x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
+            steps_tb = T * B
         path = cuda_path_of(ours, x)
         contenders = {"torchlstm": ours}
-        nn_kw = {k: v for k, v in kw.items() if k == "proj_size"}
+        nn_kw = {k: v for k, v in kw.items() if k in NN_OPTIONS}
         if len(nn_kw) == len(kw):  # nn.LSTM computes this case
             ref = torch.nn.LSTM(I, H, **nn_kw).to(device, dtype)
             ref.load_state_dict(ours.state_dict())
@@ -231,9 +270,11 @@ def run_cases(args, device, peaks):
                 labels.append(label)
                 steps.append(step)
             times = dict(zip(labels, time_alternating(steps, repeats, min_time)))
-            fl = flops(T, B, I, H, kw.get("proj_size", 0), mode)
+            fl = flops(T, B, I, H, kw.get("proj_size", 0), mode, kw.get("num_layers", 1),
+                       kw.get("bidirectional", False), steps_tb)
             ours_t = times["torchlstm"]
-            row = dict(case=name, T=T, B=B, I=I, H=H, options=kw, mode=mode, dtype=dtype_name,
+            row = dict(case=name, T=T, B=B, I=I, H=H, options=dict(kw, packed=packed) if packed
+                       else kw, mode=mode, dtype=dtype_name,
                        cuda_path=path,
                        ms={k: v * 1e3 for k, v in times.items()},
                        ratio={k: v / ours_t for k, v in times.items() if k != "torchlstm"},
@@ -251,6 +292,52 @@ def run_cases(args, device, peaks):
             bar.update(1)
     bar.close()
     return rows
+
+
+def glibc_trim_off():
+    """glibc keeps freed memory instead of handing it back to the OS (M_TRIM_THRESHOLD
+    off) and serves blocks up to 32 MiB from its heap (M_MMAP_THRESHOLD at its maximum),
+    for the whole process from now on: then neither contender page-faults its buffers in
+    afresh on every call (torchlstm's own buffer cache does that already, nn.LSTM's
+    buffers otherwise come fresh from the OS). False where this is not glibc."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
+                    and libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def run_equal_allocator(args, rows):
+    """The nn.LSTM rows again with glibc's trimming off for both (glibc_trim_off): the
+    "equal allocator terms" column, torchlstm vs nn.LSTM only, samples alternated."""
+    if not glibc_trim_off():
+        tqdm.write("  equal-allocator pass skipped: not glibc", file=sys.stderr)
+        return
+    todo = [r for r in rows if "nn.LSTM" in r["ms"]]
+    repeats = args.repeats or (3 if args.quick else 7)
+    min_time = 0.02 if args.quick else 0.1
+    for r in tqdm(todo, desc="equal allocator", unit="case", file=sys.stderr):
+        kw = dict(r["options"])
+        packed = kw.pop("packed", False)
+        dtype = getattr(torch, r["dtype"])
+        torch.manual_seed(0)
+        ours = torchlstm.LSTM(r["I"], r["H"], **kw).to(dtype=dtype)
+        ref = torch.nn.LSTM(r["I"], r["H"], **kw).to(dtype=dtype)
+        ref.load_state_dict(ours.state_dict())
+        if packed:
+            x, _ = packed_input(r["T"], r["B"], r["I"], torch.device("cpu"), dtype)
+            x.data.requires_grad_()
+        else:
+            x = torch.randn(r["T"], r["B"], r["I"], dtype=dtype, requires_grad=True)
+        steps = [make_step(m, x, r["mode"]) for m in (ours, ref)]
+        t_ours, t_nn = time_alternating(steps, repeats, min_time)
+        r["trim_off"] = dict(ms={"torchlstm": t_ours * 1e3, "nn.LSTM": t_nn * 1e3},
+                             ratio=t_nn / t_ours,
+                             page_faults_per_call={k: faults_per_call(f) for k, f in
+                                                   zip(("torchlstm", "nn.LSTM"), steps)})
 
 
 def run_keras(args, device):
@@ -314,17 +401,23 @@ def table(rows, backend):
     extra_h = (" dtype |" if gpu or dtypes else "") + (" path |" if gpu else "")
     extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
     faults = any("page_faults_per_call" in r for r in rows)
+    trim = any("trim_off" in r for r in rows)
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
-             "vs eager loop | vs compiled loop | GFLOP/s | of FMA peak | of GEMM peak | "
+             + ("vs nn.LSTM, trim off |" if trim else "") +
+             " vs eager loop | vs compiled loop | GFLOP/s | of FMA peak | of GEMM peak | "
              "memory vs nn.LSTM |" + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
-             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
+             f"|---|---|{extra_s}---|---|---|" + ("---|" if trim else "") + "---|---|---|---|---|---|"
+             + ("---|" if faults else "")]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
         extra = (f" {r['dtype']} |" if gpu or dtypes else "") + (f" {r['cuda_path']} |" if gpu else "")
         nn_ms = f"{ms['nn.LSTM']:.2f}" if "nn.LSTM" in ms else "n/a"
         lines.append(f"| {r['case']} | {r['mode']} |{extra} {ms['torchlstm']:.2f} | {nn_ms} | ")
-        lines[-1] += (f"{fmt_ratio(r, 'nn.LSTM')} | {fmt_ratio(r, 'eager loop')} | "
+        lines[-1] += f"{fmt_ratio(r, 'nn.LSTM')} | "
+        if trim:
+            lines[-1] += (f"{r['trim_off']['ratio']:.2f} | " if "trim_off" in r else "n/a | ")
+        lines[-1] += (f"{fmt_ratio(r, 'eager loop')} | "
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
                       + (f"{100 * r['of_peak']:.0f}%" if r.get("of_peak") else "n/a")
                       + f" | {100 * r['of_gemm_peak']:.0f}% | {mem} |")
@@ -406,6 +499,11 @@ def main():
     p.add_argument("--rss-calls", type=int, default=None,
                    help="forward+backward calls at the headline size for the resident-memory "
                    "report (CPU; default 2000, 50 with --quick, 0: none)")
+    p.add_argument("--equal-allocator", action=argparse.BooleanOptionalAction, default=True,
+                   help="the nn.LSTM rows again with glibc's trimming off for both (CPU; "
+                   "the 'trim off' column; default on)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated case names to run (default: all of the run's cases)")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.keras is None:
@@ -447,6 +545,8 @@ def main():
     keras_rows = run_keras(args, device) if args.keras else []
     rss_calls = args.rss_calls if args.rss_calls is not None else (50 if args.quick else 2000)
     rss = rss_report(rss_calls) if device.type == "cpu" and rss_calls > 0 else None
+    if device.type == "cpu" and args.equal_allocator:
+        run_equal_allocator(args, rows)  # last: it changes glibc's settings for good
     print("\n" + table(rows, backend))
     if keras_rows:
         print("\n" + keras_table(keras_rows))
@@ -471,6 +571,7 @@ def main():
                 cpu_direct_blas=torchlstm._C.cpu_direct_blas(),
                 cpu_packed_gemm=torchlstm._C.cpu_packed_gemm(),
                 cpu_avx512=torchlstm._C.cpu_avx512(),
+                cpu_gemm=torchlstm._C.cpu_gemm(), cpu_blas=torchlstm._C.cpu_blas(),
                 cpu_cache_limit_mb=torchlstm._C.cpu_cache_stats()["limit_bytes"] / 2 ** 20,
                 resident_memory=rss)
     with open(os.path.join(args.out, "results.json"), "w") as f:
