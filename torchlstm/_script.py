@@ -49,6 +49,9 @@ def _check_cell_options(module: nn.Module) -> None:
         if getattr(o, name) != 0:
             _refuse(module, name, getattr(o, name), "Keras dropout and zoneout are not "
                     "supported in TorchScript")
+    if o.peephole:
+        _refuse(module, "peephole", True, "the scripted twin runs the plain cell (script the "
+                "module without peepholes, or export it with torch.export / ONNX)")
 
 
 def scriptable_lstm(module: nn.Module) -> "ScriptLSTM":
