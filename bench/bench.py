@@ -5,7 +5,15 @@ contenders, medians reported, with ratios.
 
     python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
                           [--repeats N] [--no-compile] [--out DIR] [--no-keras | --keras-only]
-                          [--rss-calls N]
+                          [--rss-calls N] [--cases SUBSTRING ...]
+
+--cases runs only the cases whose name contains one of the substrings (e.g. --cases
+peephole headline).
+
+The cell variants' rows (issue 16: "peephole"): torchlstm with the variant beside the
+plain torchlstm.LSTM of the same sizes ("torchlstm plain") and the eager loop of the same
+variant (nn.LSTM has no variants); "vs torchlstm plain" = plain time / variant time, so
+1/ratio is the variant's cost.
 
 The Keras rows (on by default in a full CPU run; --no-keras leaves them out, --keras-only
 runs them alone): model.fit and model.predict of a Keras 3 model (torch backend) with
@@ -51,7 +59,10 @@ CASES = [
     ("T=50 B=64 H=512", 50, 64, 256, 512, {}),
     ("proj_size=128", 100, 32, 128, 256, {"proj_size": 128}),
     ("hard_sigmoid", 100, 32, 128, 256, {"recurrent_activation": "hard_sigmoid"}),
+    ("peephole", 100, 32, 128, 256, {"peephole": True}),
 ]
+# The options that are cell variants: their rows add the plain torchlstm as a contender
+VARIANT_OPTIONS = ("peephole",)
 QUICK_CASES = [
     ("headline", 100, 32, 128, 256, {}),
     ("hard_sigmoid small", 20, 4, 32, 64, {"recurrent_activation": "hard_sigmoid"}),
@@ -192,6 +203,9 @@ def run_cases(args, device, peaks):
         cases = GPU_QUICK_CASES if args.quick else GPU_CASES
     else:
         cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        cases = [c for c in (GPU_CASES if device.type == "cuda" else CASES)
+                 if any(s in c[0] for s in args.cases)]
     dtypes = args.dtype
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.1
@@ -205,6 +219,10 @@ def run_cases(args, device, peaks):
         x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
         path = cuda_path_of(ours, x)
         contenders = {"torchlstm": ours}
+        if any(k in VARIANT_OPTIONS for k in kw):  # the same LSTM without the variant
+            torch.manual_seed(0)
+            contenders["torchlstm plain"] = torchlstm.LSTM(
+                I, H, **{k: v for k, v in kw.items() if k not in VARIANT_OPTIONS}).to(device, dtype)
         nn_kw = {k: v for k, v in kw.items() if k == "proj_size"}
         if len(nn_kw) == len(kw):  # nn.LSTM computes this case
             ref = torch.nn.LSTM(I, H, **nn_kw).to(device, dtype)
@@ -314,10 +332,13 @@ def table(rows, backend):
     extra_h = (" dtype |" if gpu or dtypes else "") + (" path |" if gpu else "")
     extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
     faults = any("page_faults_per_call" in r for r in rows)
+    variants = any("torchlstm plain" in r["ms"] for r in rows)
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
              "vs eager loop | vs compiled loop | GFLOP/s | of FMA peak | of GEMM peak | "
-             "memory vs nn.LSTM |" + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
-             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
+             "memory vs nn.LSTM |" + (" vs torchlstm plain |" if variants else "")
+             + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
+             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if variants else "")
+             + ("---|" if faults else "")]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
@@ -328,6 +349,8 @@ def table(rows, backend):
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
                       + (f"{100 * r['of_peak']:.0f}%" if r.get("of_peak") else "n/a")
                       + f" | {100 * r['of_gemm_peak']:.0f}% | {mem} |")
+        if variants:
+            lines[-1] += f" {fmt_ratio(r, 'torchlstm plain')} |"
         if faults:
             pf = r.get("page_faults_per_call", {})
             lines[-1] += " " + " / ".join(f"{pf[k]:.0f}" for k in ("torchlstm", "nn.LSTM")
@@ -403,6 +426,9 @@ def main():
                    help="the Keras rows (model.fit / predict, torchlstm.keras.LSTM vs "
                    "keras.layers.LSTM; default: on in a full CPU run where keras is installed)")
     p.add_argument("--keras-only", action="store_true", help="run the Keras rows alone")
+    p.add_argument("--cases", nargs="+", default=None, metavar="SUBSTRING",
+                   help="only the cases whose name contains one of these (from the full list; "
+                   "e.g. --cases peephole headline)")
     p.add_argument("--rss-calls", type=int, default=None,
                    help="forward+backward calls at the headline size for the resident-memory "
                    "report (CPU; default 2000, 50 with --quick, 0: none)")
