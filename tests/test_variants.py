@@ -468,9 +468,25 @@ def test_state_dict_and_keras_weights_round_trip():
     torch.testing.assert_close(cell2.weight_ch, cell.weight_ch)
 
 
-def test_torchscript_refuses_peepholes():
-    with pytest.raises(Exception, match="peephole"):
-        torch.jit.script(torchlstm.LSTM(3, 4, peephole=True))
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2},
+                                {"bias": False}])
+def test_torchscript(kw):
+    """torch.jit.script of LSTM / LSTMCell with peepholes = eager, gradients included."""
+    torch.manual_seed(18)
+    m = torchlstm.LSTM(3, 5, peephole=True, **kw).double()
+    s = torch.jit.script(m)
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    want, got = m(x), s(x)
+    assert_all_close(_flat(got), _flat(want), 1e-14)
+    g1 = torch.autograd.grad(want[0].sum(), [x] + list(m.parameters()))
+    g2 = torch.autograd.grad(got[0].sum(), [x] + list(m.parameters()))
+    assert_all_close(g2, g1, 1e-14)
+    c = torchlstm.LSTMCell(3, 5, peephole=True, bias=kw.get("bias", True)).double()
+    sc = torch.jit.script(c)
+    assert_all_close(sc(x[0]), c(x[0]), 1e-14)
+    g1 = torch.autograd.grad(c(x[0])[0].sum(), c.weight_ch)
+    g2 = torch.autograd.grad(sc(x[0])[0].sum(), c.weight_ch)
+    assert_all_close(g2, g1, 1e-14)
 
 
 # ------------------------------------------------------------------ the CUDA code
