@@ -599,3 +599,18 @@ def test_onnx_export(kw, expect, tmp_path):
     with torch.no_grad():
         out, (h, c) = m(x)
     assert_all_close(got, [out, h, c], 1e-5)
+
+
+def test_torch_export_and_jit_trace():
+    """torch.export (the fake kernels' shapes) and torch.jit.trace of LSTM(peephole=True)."""
+    torch.manual_seed(19)
+    m = torchlstm.LSTM(3, 5, num_layers=2, peephole=True).eval()
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        want = m(x)
+        prog = torch.export.export(m, (x,))
+        got = prog.module()(x)
+        traced = torch.jit.trace(m, (x,))
+        got_t = traced(torch.randn(4, 2, 3) * 0 + x)
+    assert_all_close(_flat(got), _flat(want), 1e-6)
+    assert_all_close(_flat(got_t), _flat(want), 1e-6)
