@@ -5,15 +5,7 @@ contenders, medians reported, with ratios.
 
     python bench/bench.py [--quick] [--device cpu|cuda] [--dtype float32 bfloat16 ...]
                           [--repeats N] [--no-compile] [--out DIR] [--no-keras | --keras-only]
-                          [--rss-calls N] [--cases SUBSTRING ...]
-
---cases runs only the cases whose name contains one of the substrings (e.g. --cases
-peephole headline).
-
-The cell variants' rows (issue 16: "peephole"): torchlstm with the variant beside the
-plain torchlstm.LSTM of the same sizes ("torchlstm plain") and the eager loop of the same
-variant (nn.LSTM has no variants); "vs torchlstm plain" = plain time / variant time, so
-1/ratio is the variant's cost.
+                          [--rss-calls N]
 
 The Keras rows (on by default in a full CPU run; --no-keras leaves them out, --keras-only
 runs them alone): model.fit and model.predict of a Keras 3 model (torch backend) with
@@ -29,6 +21,12 @@ peak for the threads used, measured in the same run by a tight FMA loop per ISA 
 roofline's ceiling; CPU); "of GEMM peak" by a large torch.mm (the best the library does). Memory: bytes the forward saves for backward (the part of
 training memory that differs between implementations), torchlstm / nn.LSTM.
 Writes DIR/results.json (all figures, machine, versions, date) and DIR/ratios.png.
+
+The cell variants' rows (issue 16: "peephole" in the full run, "peephole small" in
+--quick): torchlstm with the variant beside the plain torchlstm.LSTM of the same sizes
+("torchlstm plain") and the eager loop of the same variant (nn.LSTM has no variants),
+printed again in a table of their own with "variant / plain" = variant time / plain time
+(the JSON's ratio["torchlstm plain"] is its inverse, as every ratio there).
 """
 from __future__ import annotations
 
@@ -59,10 +57,7 @@ CASES = [
     ("T=50 B=64 H=512", 50, 64, 256, 512, {}),
     ("proj_size=128", 100, 32, 128, 256, {"proj_size": 128}),
     ("hard_sigmoid", 100, 32, 128, 256, {"recurrent_activation": "hard_sigmoid"}),
-    ("peephole", 100, 32, 128, 256, {"peephole": True}),
 ]
-# The options that are cell variants: their rows add the plain torchlstm as a contender
-VARIANT_OPTIONS = ("peephole",)
 QUICK_CASES = [
     ("headline", 100, 32, 128, 256, {}),
     ("hard_sigmoid small", 20, 4, 32, 64, {"recurrent_activation": "hard_sigmoid"}),
@@ -81,6 +76,11 @@ GPU_QUICK_CASES = [("T=100 B=16 H=256", 100, 16, 256, 256, {})]
 MODES = ("inference", "forward+backward")
 # The Keras rows: keras.Sequential([Input((T, I)), LSTM(H), Dense(1)]), batches of B
 KERAS_CASE = ("headline", 100, 32, 128, 256)
+# The cell variants (issue 16): options nn.LSTM lacks; their rows add the plain
+# torchlstm.LSTM of the same sizes as a contender
+VARIANT_OPTIONS = ("peephole",)
+CASES = CASES + [("peephole", 100, 32, 128, 256, {"peephole": True})]
+QUICK_CASES = QUICK_CASES + [("peephole small", 20, 4, 32, 64, {"peephole": True})]
 
 
 def cpu_model():
@@ -203,9 +203,6 @@ def run_cases(args, device, peaks):
         cases = GPU_QUICK_CASES if args.quick else GPU_CASES
     else:
         cases = QUICK_CASES if args.quick else CASES
-    if args.cases:
-        cases = [c for c in (GPU_CASES if device.type == "cuda" else CASES)
-                 if any(s in c[0] for s in args.cases)]
     dtypes = args.dtype
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.1
@@ -219,10 +216,6 @@ def run_cases(args, device, peaks):
         x = torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True)
         path = cuda_path_of(ours, x)
         contenders = {"torchlstm": ours}
-        if any(k in VARIANT_OPTIONS for k in kw):  # the same LSTM without the variant
-            torch.manual_seed(0)
-            contenders["torchlstm plain"] = torchlstm.LSTM(
-                I, H, **{k: v for k, v in kw.items() if k not in VARIANT_OPTIONS}).to(device, dtype)
         nn_kw = {k: v for k, v in kw.items() if k == "proj_size"}
         if len(nn_kw) == len(kw):  # nn.LSTM computes this case
             ref = torch.nn.LSTM(I, H, **nn_kw).to(device, dtype)
@@ -231,6 +224,10 @@ def run_cases(args, device, peaks):
         contenders["eager loop"] = LoopLSTM(ours)
         if not args.no_compile:
             contenders["compiled loop"] = LoopLSTM(ours, compile_step=True)
+        if any(k in VARIANT_OPTIONS for k in kw):  # the same LSTM without the variant
+            torch.manual_seed(0)
+            contenders["torchlstm plain"] = torchlstm.LSTM(
+                I, H, **{k: v for k, v in kw.items() if k not in VARIANT_OPTIONS}).to(device, dtype)
         mem = {}
         for label in ("torchlstm", "nn.LSTM"):
             if label in contenders:
@@ -332,13 +329,10 @@ def table(rows, backend):
     extra_h = (" dtype |" if gpu or dtypes else "") + (" path |" if gpu else "")
     extra_s = ("---|" if gpu or dtypes else "") + ("---|" if gpu else "")
     faults = any("page_faults_per_call" in r for r in rows)
-    variants = any("torchlstm plain" in r["ms"] for r in rows)
     lines = [f"| case | mode |{extra_h} torchlstm ms | nn.LSTM ({backend}) ms | vs nn.LSTM | "
              "vs eager loop | vs compiled loop | GFLOP/s | of FMA peak | of GEMM peak | "
-             "memory vs nn.LSTM |" + (" vs torchlstm plain |" if variants else "")
-             + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
-             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if variants else "")
-             + ("---|" if faults else "")]
+             "memory vs nn.LSTM |" + (" page faults / call (torchlstm / nn.LSTM) |" if faults else ""),
+             f"|---|---|{extra_s}---|---|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
     for r in rows:
         ms = r["ms"]
         mem = f"{r['memory_vs_nn']:.2f}" if "memory_vs_nn" in r else ""
@@ -349,12 +343,25 @@ def table(rows, backend):
                       f"{fmt_ratio(r, 'compiled loop')} | {r['gflops']:.1f} | "
                       + (f"{100 * r['of_peak']:.0f}%" if r.get("of_peak") else "n/a")
                       + f" | {100 * r['of_gemm_peak']:.0f}% | {mem} |")
-        if variants:
-            lines[-1] += f" {fmt_ratio(r, 'torchlstm plain')} |"
         if faults:
             pf = r.get("page_faults_per_call", {})
             lines[-1] += " " + " / ".join(f"{pf[k]:.0f}" for k in ("torchlstm", "nn.LSTM")
                                           if k in pf) + " |"
+    return "\n".join(lines)
+
+
+def variant_table(rows):
+    """The cell variants' rows: the variant against the plain torchlstm and its loop."""
+    rows = [r for r in rows if "torchlstm plain" in r["ms"]]
+    if not rows:
+        return ""
+    lines = ["| case | mode | variant ms | torchlstm plain ms | variant / plain | eager loop "
+             "(same variant) ms | vs eager loop |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        lines.append(f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | "
+                     f"{ms['torchlstm plain']:.2f} | {ms['torchlstm'] / ms['torchlstm plain']:.2f}"
+                     f" | {ms['eager loop']:.2f} | {fmt_ratio(r, 'eager loop')} |")
     return "\n".join(lines)
 
 
@@ -426,9 +433,6 @@ def main():
                    help="the Keras rows (model.fit / predict, torchlstm.keras.LSTM vs "
                    "keras.layers.LSTM; default: on in a full CPU run where keras is installed)")
     p.add_argument("--keras-only", action="store_true", help="run the Keras rows alone")
-    p.add_argument("--cases", nargs="+", default=None, metavar="SUBSTRING",
-                   help="only the cases whose name contains one of these (from the full list; "
-                   "e.g. --cases peephole headline)")
     p.add_argument("--rss-calls", type=int, default=None,
                    help="forward+backward calls at the headline size for the resident-memory "
                    "report (CPU; default 2000, 50 with --quick, 0: none)")
@@ -481,6 +485,8 @@ def main():
           + ("\npage faults / call: minor page faults per call, each contender on its own "
              "(fresh pages the kernel maps and zeroes inside the call)." if device.type == "cpu"
              else ""))
+    if variant_table(rows):
+        print("\ncell variants (issue 16):\n" + variant_table(rows))
     if rss:
         print(f"\nresident memory over {rss['calls']} forward+backward calls at the headline "
               f"size (after a warm-up): {rss['rss_before_mib']:.1f} -> {rss['rss_after_mib']:.1f} "
