@@ -33,11 +33,13 @@ class LoopLSTM(torch.nn.Module):
             raise NotImplementedError("the loop baseline is one layer, one direction, padded")
         w = (m.weight_ih_l0, m.weight_hh_l0, getattr(m, "bias_ih_l0", None),
              getattr(m, "bias_hh_l0", None), getattr(m, "weight_hr_l0", None))
+        # the cell variants, as the same step takes them
+        extra = {"w_ch": m.weight_ch_l0} if m.options.peephole else {}
         B = x.shape[1]
         h = x.new_zeros(B, m.proj_size or m.hidden_size)
         c = x.new_zeros(B, m.hidden_size)
         outs = []
         for t in range(x.shape[0]):
-            h, c = self.step(x[t], h, c, *w)
+            h, c = self.step(x[t], h, c, *w, **extra)
             outs.append(h)
         return torch.stack(outs), (h.unsqueeze(0), c.unsqueeze(0))

@@ -21,6 +21,12 @@ peak for the threads used, measured in the same run by a tight FMA loop per ISA 
 roofline's ceiling; CPU); "of GEMM peak" by a large torch.mm (the best the library does). Memory: bytes the forward saves for backward (the part of
 training memory that differs between implementations), torchlstm / nn.LSTM.
 Writes DIR/results.json (all figures, machine, versions, date) and DIR/ratios.png.
+
+The cell variants' rows (issue 16: "peephole" in the full run, "peephole small" in
+--quick): torchlstm with the variant beside the plain torchlstm.LSTM of the same sizes
+("torchlstm plain") and the eager loop of the same variant (nn.LSTM has no variants),
+printed again in a table of their own with "variant / plain" = variant time / plain time
+(the JSON's ratio["torchlstm plain"] is its inverse, as every ratio there).
 """
 from __future__ import annotations
 
@@ -75,6 +81,11 @@ GPU_QUICK_CASES = [("T=100 B=16 H=256", 100, 16, 256, 256, {})]
 MODES = ("inference", "forward+backward")
 # The Keras rows: keras.Sequential([Input((T, I)), LSTM(H), Dense(1)]), batches of B
 KERAS_CASE = ("headline", 100, 32, 128, 256)
+# The cell variants (issue 16): options nn.LSTM lacks; their rows add the plain
+# torchlstm.LSTM of the same sizes as a contender
+VARIANT_OPTIONS = ("peephole",)
+CASES = CASES + [("peephole", 100, 32, 128, 256, {"peephole": True})]
+QUICK_CASES = QUICK_CASES + [("peephole small", 20, 4, 32, 64, {"peephole": True})]
 
 
 def cpu_model():
@@ -252,6 +263,10 @@ def run_cases(args, device, peaks):
         contenders["eager loop"] = LoopLSTM(ours)
         if not args.no_compile:
             contenders["compiled loop"] = LoopLSTM(ours, compile_step=True)
+        if any(k in VARIANT_OPTIONS for k in kw):  # the same LSTM without the variant
+            torch.manual_seed(0)
+            contenders["torchlstm plain"] = torchlstm.LSTM(
+                I, H, **{k: v for k, v in kw.items() if k not in VARIANT_OPTIONS}).to(device, dtype)
         mem = {}
         for label in ("torchlstm", "nn.LSTM"):
             if label in contenders:
@@ -428,6 +443,21 @@ def table(rows, backend):
     return "\n".join(lines)
 
 
+def variant_table(rows):
+    """The cell variants' rows: the variant against the plain torchlstm and its loop."""
+    rows = [r for r in rows if "torchlstm plain" in r["ms"]]
+    if not rows:
+        return ""
+    lines = ["| case | mode | variant ms | torchlstm plain ms | variant / plain | eager loop "
+             "(same variant) ms | vs eager loop |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        lines.append(f"| {r['case']} | {r['mode']} | {ms['torchlstm']:.2f} | "
+                     f"{ms['torchlstm plain']:.2f} | {ms['torchlstm'] / ms['torchlstm plain']:.2f}"
+                     f" | {ms['eager loop']:.2f} | {fmt_ratio(r, 'eager loop')} |")
+    return "\n".join(lines)
+
+
 def chart(rows, path, backend):
     import matplotlib
     matplotlib.use("Agg")
@@ -555,6 +585,8 @@ def main():
           + ("\npage faults / call: minor page faults per call, each contender on its own "
              "(fresh pages the kernel maps and zeroes inside the call)." if device.type == "cpu"
              else ""))
+    if variant_table(rows):
+        print("\ncell variants (issue 16):\n" + variant_table(rows))
     if rss:
         print(f"\nresident memory over {rss['calls']} forward+backward calls at the headline "
               f"size (after a warm-up): {rss['rss_before_mib']:.1f} -> {rss['rss_after_mib']:.1f} "

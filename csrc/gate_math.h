@@ -11,9 +11,11 @@
 // where act is `activation` (default tanh) and ract is `recurrent_activation`
 // (default sigmoid), exactly as in Keras. With zoneout (the *_zoneout variants at the end)
 // c above is the candidate c~ and the state carried on is z c_prev + (1 - z) c~.
+// Peephole connections: cell_forward_peephole / cell_backward_peephole at the end.
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define TL_HD __host__ __device__ __forceinline__
@@ -369,6 +371,85 @@ TL_HD CellBackward<T> cell_backward_zoneout(Activation act, Activation ract, T a
   CellBackward<T> out = gate_gradients(act, ract, a_i, a_f, a_g, a_o, s, c_prev, tc, dc, dr);
   out.dc_prev = out.dc_prev + z_c * dc_next;
   return out;
+}
+
+// Peephole connections (Gers & Schmidhuber 2000; the P input of ONNX's LSTM): the input
+// and forget gates look at c_prev, the output gate at the new state c (the carried one:
+// with zoneout the blended z c_prev + (1 - z) c~, without it c~ itself):
+//   a_i += p_i c_prev,  a_f += p_f c_prev,  c~ = f c_prev + i g,  a_o += p_o c,
+//   r = o act(c~).
+// The pre-activations are updated in place (the kernels save them with the peephole
+// terms in), so backward's gate derivatives are the plain cell's; only the flow to the
+// cell states changes (cell_backward_peephole). kZone: zoneout on c (z_c), else z_c unused.
+template <bool kZone, typename T>
+TL_HD CellForward<T> cell_forward_peephole(Activation act, Activation ract, T& a_i, T& a_f,
+                                           T a_g, T& a_o, T c_prev, T p_i, T p_f, T p_o,
+                                           T z_c) {
+  a_i = a_i + p_i * c_prev;
+  a_f = a_f + p_f * c_prev;
+  const T i = activate(ract, a_i), f = activate(ract, a_f), g = activate(act, a_g);
+  const T ct = f * c_prev + i * g;  // c~
+  const T c = kZone ? zoneout_blend(z_c, c_prev, ct) : ct;
+  a_o = a_o + p_o * c;
+  return {c, activate(ract, a_o) * activate(act, ct)};
+}
+
+// Backward of cell_forward_peephole, from the saved pre-activations (peephole terms in),
+// c_prev and the saved (carried) c. The gradient reaching the carried c is dc_next plus
+// p_o d_o; c_prev further gets p_i d_i + p_f d_f:
+//   dcc = dc_next + p_o d_o,   dc~ = (1 - z) dcc + dr o act'(c~),
+//   dc_prev = f dc~ + z dcc + p_i d_i + p_f d_f           (z = 0 without zoneout).
+// The peephole weights' own gradients (sums of d_i c_prev, d_f c_prev, d_o c over the
+// steps and rows) are reductions over the saved tensors after the loop (layer_grads.h).
+template <bool kZone, typename T>
+TL_HD CellBackward<T> cell_backward_peephole(Activation act, Activation ract, T a_i, T a_f,
+                                             T a_g, T a_o, T c_prev, T c, T dr, T dc_next,
+                                             T p_i, T p_f, T p_o, T z_c) {
+  const Gates<T> s = activate_gates(act, ract, a_i, a_f, a_g, a_o);
+  const T ct = kZone ? s.f * c_prev + s.i * s.g : c;  // c~
+  const T tc = activate(act, ct);
+  const T d_o = dr * tc * activate_grad(ract, a_o, s.o);
+  const T dcc = dc_next + p_o * d_o;
+  const T dc = (kZone ? (T(1) - z_c) * dcc : dcc) + dr * s.o * activate_grad(act, ct, tc);
+  CellBackward<T> out = gate_gradients(act, ract, a_i, a_f, a_g, a_o, s, c_prev, tc, dc, dr);
+  out.dc_prev = out.dc_prev + p_i * out.d_i + p_f * out.d_f;
+  if (kZone) out.dc_prev = out.dc_prev + z_c * dcc;
+  return out;
+}
+
+// The scalar kernels' (CUDA's) run-time choice among the cell variants: zoneout on c
+// (zone, z_c) and peepholes (pc: p_i, p_f, p_o at pc[0], pc[stride], pc[2 stride], or
+// null). v holds the four pre-activations, updated in place (peephole terms added).
+template <typename T, typename P>
+TL_HD CellForward<T> cell_forward_any(Activation act, Activation ract, T (&v)[4], T c_prev,
+                                      bool zone, T z_c, const P* pc, int64_t stride) {
+  if (pc) {
+    const T p_i = static_cast<T>(pc[0]), p_f = static_cast<T>(pc[stride]),
+            p_o = static_cast<T>(pc[2 * stride]);
+    return zone ? cell_forward_peephole<true, T>(act, ract, v[0], v[1], v[2], v[3], c_prev, p_i,
+                                                 p_f, p_o, z_c)
+                : cell_forward_peephole<false, T>(act, ract, v[0], v[1], v[2], v[3], c_prev,
+                                                  p_i, p_f, p_o, z_c);
+  }
+  return zone ? cell_forward_zoneout<T>(act, ract, v[0], v[1], v[2], v[3], c_prev, z_c)
+              : cell_forward<T>(act, ract, v[0], v[1], v[2], v[3], c_prev);
+}
+
+// Backward of cell_forward_any (c: the saved, carried state).
+template <typename T, typename P>
+TL_HD CellBackward<T> cell_backward_any(Activation act, Activation ract, T a_i, T a_f, T a_g,
+                                        T a_o, T c_prev, T c, T dr, T dc_next, bool zone,
+                                        T z_c, const P* pc, int64_t stride) {
+  if (pc) {
+    const T p_i = static_cast<T>(pc[0]), p_f = static_cast<T>(pc[stride]),
+            p_o = static_cast<T>(pc[2 * stride]);
+    return zone ? cell_backward_peephole<true, T>(act, ract, a_i, a_f, a_g, a_o, c_prev, c, dr,
+                                                  dc_next, p_i, p_f, p_o, z_c)
+                : cell_backward_peephole<false, T>(act, ract, a_i, a_f, a_g, a_o, c_prev, c, dr,
+                                                   dc_next, p_i, p_f, p_o, z_c);
+  }
+  return zone ? cell_backward_zoneout<T>(act, ract, a_i, a_f, a_g, a_o, c_prev, dr, dc_next, z_c)
+              : cell_backward<T>(act, ract, a_i, a_f, a_g, a_o, c_prev, c, dr, dc_next);
 }
 
 }  // namespace torchlstm

@@ -57,7 +57,8 @@ LayerCall common_call(const char* op, const at::Tensor& input, const OptTensor& 
                       const OptTensor& c0_, const OptTensor& w_ih_, const OptTensor& w_hh_,
                       const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                       const OptTensor& mask, bool reverse, int64_t activation,
-                      int64_t recurrent_activation, const Regularizers& reg) {
+                      int64_t recurrent_activation, const Regularizers& reg,
+                      const OptTensor& w_ch) {
   TORCH_CHECK_TYPE(input.defined(), op,
                    ": input must be a tensor of shape (seq_len, batch, input_size), got None");
   TORCH_CHECK_VALUE(input.dim() == 3, op,
@@ -127,6 +128,8 @@ LayerCall common_call(const char* op, const at::Tensor& input, const OptTensor& 
                                 "(seq_len, batch, proj_size or hidden_size)");
   c.reg.zoneout_c = regularizer("zoneout_c", reg.zoneout_c, {z.T, z.B, z.H},
                                 "(seq_len, batch, hidden_size)");
+  c.w_ch = opt_arg(op, "w_ch", w_ch, {3 * z.H},
+                   "(3*hidden_size: the peephole weights of the i, f and o gates)", input);
   // The CPU BLAS calls take 32-bit sizes (LP64 BLAS), so does cuBLAS.
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   TORCH_CHECK_VALUE(z.B <= kIntMax && z.I <= kIntMax && 4 * z.H <= kIntMax && z.Hout <= kIntMax,
@@ -152,7 +155,7 @@ LayerCall LayerCall::in_float32() const {
   c.dtype = at::kFloat;
   for (at::Tensor* t : {&c.input, &c.h0, &c.c0, &c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, &c.w_hr,
                         &c.reg.input_keep, &c.reg.recurrent_keep, &c.reg.zoneout_h,
-                        &c.reg.zoneout_c, &c.grad_output, &c.grad_hn, &c.grad_cn, &c.output,
+                        &c.reg.zoneout_c, &c.w_ch, &c.grad_output, &c.grad_hn, &c.grad_cn, &c.output,
                         &c.gates})
     *t = up(*t);
   return c;  // cs is float32 already (cell_dtype), mask is bool
@@ -162,9 +165,10 @@ LayerCall forward_call(const char* op, const at::Tensor& input, const OptTensor&
                        const OptTensor& c0, const OptTensor& w_ih, const OptTensor& w_hh,
                        const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        const OptTensor& mask, bool reverse, int64_t activation,
-                       int64_t recurrent_activation, const Regularizers& reg) {
+                       int64_t recurrent_activation, const Regularizers& reg,
+                       const OptTensor& w_ch) {
   return common_call(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
-                     recurrent_activation, reg);
+                     recurrent_activation, reg, w_ch);
 }
 
 LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptTensor& grad_hn,
@@ -173,9 +177,9 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg) {
+                        const Regularizers& reg, const OptTensor& w_ch) {
   LayerCall c = common_call(op, input, h0, c0, w_ih, w_hh, c10::nullopt, c10::nullopt, w_hr, mask,
-                            reverse, activation, recurrent_activation, reg);
+                            reverse, activation, recurrent_activation, reg, w_ch);
   const LayerSizes& z = c.z;
   c.output = arg(op, "output", required(op, "output", output, "(seq_len, batch, output size)"),
                  {z.T, z.B, z.Hout}, "(seq_len, batch, proj_size or hidden_size)", input);

@@ -49,6 +49,9 @@ struct LayerCall {
   // The forward arguments, checked and contiguous; undefined where absent.
   at::Tensor input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask;
   Regularizers reg;
+  // The cell variants, undefined where off. w_ch (3H): the peephole weights p_i, p_f, p_o
+  // (gate_math.h's cell_forward_peephole).
+  at::Tensor w_ch;
 
   // layer_backward only. The incoming gradients, checked but as given (a backend decides
   // how to make them contiguous: they are often expanded), undefined where absent; and
@@ -70,7 +73,8 @@ LayerCall forward_call(const char* op, const at::Tensor& input, const OptTensor&
                        const OptTensor& c0, const OptTensor& w_ih, const OptTensor& w_hh,
                        const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        const OptTensor& mask, bool reverse, int64_t activation,
-                       int64_t recurrent_activation, const Regularizers& reg);
+                       int64_t recurrent_activation, const Regularizers& reg,
+                       const OptTensor& w_ch);
 
 // The layer_backward call: the forward call's checks plus the gradients and saved tensors.
 LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptTensor& grad_hn,
@@ -79,7 +83,7 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg);
+                        const Regularizers& reg, const OptTensor& w_ch);
 
 // What a backend's forward returns: output (T,B,Hout), h_n (B,Hout), c_n (B,H), and for
 // backward the gate pre-activations (T,B,4H) and cell states (T,B,H) in cell_dtype
@@ -89,9 +93,10 @@ struct ForwardResult {
 };
 
 // What a backend's backward returns: the gradient of every differentiable forward
-// argument; d_bias (4H) serves b_ih and b_hh alike; d_w_hr empty without a projection.
+// argument; d_bias (4H) serves b_ih and b_hh alike; d_w_hr empty without a projection,
+// d_w_ch without peepholes.
 struct BackwardResult {
-  at::Tensor d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr;
+  at::Tensor d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch;
 };
 
 }  // namespace torchlstm

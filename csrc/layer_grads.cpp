@@ -14,6 +14,30 @@ void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                     : at::empty({0}, dgates.options());
 }
 
+void peephole_grads(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g) {
+  if (!c.w_ch.defined()) {
+    g.d_w_ch = at::empty({0}, dgates.options());
+    return;
+  }
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H;
+  const auto dg = dgates.view({T, B, 4, H});
+  const auto& cs = c.cs;  // in the cell dtype: the products accumulate in it
+  const auto c0 = c.c0.to(cs.scalar_type());
+  auto d_if = at::zeros({2, H}, cs.options());
+  if (T > 0) {
+    const int64_t t_first = c.reverse ? T - 1 : 0;
+    d_if.add_((dg[t_first].narrow(1, 0, 2) * c0.unsqueeze(1)).sum(0));
+    if (T > 1) {  // c_prev of the other steps: the state of the step processed before
+      const auto dg_rest = dg.narrow(0, c.reverse ? 0 : 1, T - 1).narrow(2, 0, 2);
+      const auto c_prev = cs.narrow(0, c.reverse ? 1 : 0, T - 1).unsqueeze(2);
+      d_if.add_((dg_rest * c_prev).sum(at::IntArrayRef{0, 1}));
+    }
+  }
+  const auto d_o = (dg.select(2, 3) * cs).sum(at::IntArrayRef{0, 1});
+  g.d_w_ch = at::cat({d_if.view({2 * H}), d_o.to(d_if.scalar_type())}).to(c.w_ch.scalar_type());
+}
+
 void weight_grads(const LayerCall& c, const at::Tensor& dgates, const at::Tensor& x_dropped,
                   BackwardResult& g) {
   const LayerSizes& z = c.z;

@@ -17,6 +17,11 @@ void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
                                  BackwardResult& g, MatMul mm = &at::mm);
 
+// d_w_ch, the peephole weights' gradient (empty without peepholes): the sums over all
+// steps and rows of d_i c_prev, d_f c_prev (c_prev: c0 at the first processed step, else
+// the previous saved state) and d_o c (the saved state), from dgates and cs.
+void peephole_grads(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g);
+
 // d_w_ih = dgates^T x_dropped and d_w_hh = sum_t dgates[t]^T (h_{t-1} * recurrent_keep),
 // h_{t-1} being h0 at the first processed step, else the previous output row: two GEMMs.
 // (The CPU backend writes both as one GEMM: cpu/ops_cpu.cpp.)

@@ -97,6 +97,9 @@ CONSTRUCTOR_ROWS = [
     Row("LSTM-init-unknown", lstm(3, 4, init="xavier"), ValueError, ("init", "xavier")),
     Row("LSTM-unit_forget_bias-int", lstm(3, 4, unit_forget_bias=1), TypeError,
         ("unit_forget_bias",)),
+    Row("LSTM-peephole-int", lstm(3, 4, peephole=1), TypeError, ("peephole", "bool")),
+    Row("LSTMCell-peephole-str", lambda: torchlstm.LSTMCell(3, 4, peephole="yes"), TypeError,
+        ("peephole", "bool")),
     Row("LSTM-return_sequences-int", lstm(3, 4, return_sequences=1), TypeError,
         ("return_sequences",)),
     Row("LSTM-return_state-str", lstm(3, 4, return_state="yes"), TypeError, ("return_state",)),
@@ -280,6 +283,19 @@ FORWARD_ROWS = meta_param_rows() + none_param_rows() + [
     Row("LSTM-forward-mask-with-packed",
         _run(_lstm, pack_padded_sequence(X(5, 2, 4), torch.tensor([5, 3])),
              mask=torch.ones(5, 2, dtype=torch.bool)), ValueError, ("mask", "PackedSequence")),
+    # the peephole weights replaced by a user: None (named), or a wrong size (named, with
+    # the expected shape, by the op's check)
+    Row("LSTM-forward-weight_ch-None",
+        _run(lambda: _with_param(lambda: _lstm(peephole=True), "weight_ch_l0", lambda: None),
+             X(5, 3, 4)), TypeError, ("weight_ch_l0", "None")),
+    Row("LSTM-forward-weight_ch-shape",
+        _run(lambda: _with_param(lambda: _lstm(peephole=True), "weight_ch_l0",
+                                 lambda: torch.zeros(8)), X(5, 3, 4)), ValueError,
+        ("w_ch", "[24]", "3*hidden_size")),
+    Row("LSTMCell-forward-weight_ch-float64",
+        _run(lambda: _with_param(lambda: torchlstm.LSTMCell(4, 8, peephole=True), "weight_ch",
+                                 lambda: torch.zeros(24, dtype=torch.float64)), X(3, 4)),
+        TypeError, ("w_ch", "dtype")),
     Row("LSTMCell-forward-input-3D", _run(lambda: torchlstm.LSTMCell(4, 8), X(2, 3, 4)),
         ValueError, ("1D or 2D",), _run(lambda: nn.LSTMCell(4, 8), X(2, 3, 4))),
     Row("LSTMCell-forward-input-features", _run(lambda: torchlstm.LSTMCell(4, 8), X(3, 5)),
@@ -384,6 +400,16 @@ STATE_DICT_ROWS += [
     Row("RNN-load-missing-key",
         _load(lambda: torchlstm.RNN(torchlstm.LSTMCell(4, 8)), _del("cell.weight_ih")),
         RuntimeError, ("Missing key(s)", "cell.weight_ih")),
+    # the peephole weights (3H): a state_dict without them, or of the wrong size
+    Row("LSTM-peephole-load-missing-key",
+        _load(lambda: torchlstm.LSTM(4, 8, peephole=True), _del("weight_ch_l0")),
+        RuntimeError, ("Missing key(s)", "weight_ch_l0")),
+    Row("LSTM-peephole-load-wrong-shape",
+        _load(lambda: torchlstm.LSTM(4, 8, peephole=True), _put("weight_ch_l0", torch.zeros(32))),
+        RuntimeError, ("size mismatch", "weight_ch_l0")),
+    Row("LSTMCell-peephole-load-wrong-shape",
+        _load(lambda: torchlstm.LSTMCell(4, 8, peephole=True), _put("weight_ch", torch.zeros(8))),
+        RuntimeError, ("size mismatch", "weight_ch")),
 ]
 
 
@@ -392,16 +418,16 @@ T, B, I, H, P = 4, 3, 5, 6, 2  # P: proj_size
 DT = torch.float64
 FWD_NAMES = ["input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "mask", "reverse",
              "activation", "recurrent_activation", "input_keep", "recurrent_keep", "zoneout_h",
-             "zoneout_c"]
+             "zoneout_c", "w_ch"]
 BWD_NAMES = ["grad_output", "grad_hn", "grad_cn", "input", "h0", "c0", "w_ih", "w_hh", "w_hr",
              "mask", "output", "gates", "cs", "reverse", "activation", "recurrent_activation",
-             "input_keep", "recurrent_keep", "zoneout_h", "zoneout_c"]
+             "input_keep", "recurrent_keep", "zoneout_h", "zoneout_c", "w_ch"]
 REG_NAMES = ["input_keep", "recurrent_keep", "zoneout_h", "zoneout_c"]
 
 
 def fwd_args(proj=True, regs=True, seed=0) -> dict:
     """Every argument of layer_forward / layer_inference, by name: all tensors present
-    (projection, mask and the four regularisers included), float64."""
+    (projection, mask, the four regularisers and the peephole weights included), float64."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*s):
@@ -411,7 +437,8 @@ def fwd_args(proj=True, regs=True, seed=0) -> dict:
              b_ih=r(4 * H), b_hh=r(4 * H), w_hr=r(P, H) if proj else None,
              mask=torch.rand(T, B, generator=g) > 0.3, reverse=False, activation=TANH,
              recurrent_activation=SIGMOID,
-             input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None)
+             input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None,
+             w_ch=r(3 * H))  # the peephole weights
     a["mask"][:, 0] = True
     if regs:
         a.update(input_keep=(torch.rand(B, I, generator=g, dtype=DT) > 0.2).to(DT) / 0.8,
@@ -613,7 +640,7 @@ def accepted_ops_all_meta():
     b = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in bwd_args().items()}
     grads = ops.layer_backward(*b.values())
     assert [tuple(g.shape) for g in grads] == [(T, B, I), (B, P), (B, H), (4 * H, I),
-                                               (4 * H, P), (4 * H,), (P, H)]
+                                               (4 * H, P), (4 * H,), (P, H), (3 * H,)]
     assert all(g.device.type == "meta" for g in grads)
 
 
@@ -621,7 +648,7 @@ def accepted_ops_optional_None():
     """The optional tensors may be None (undefined): no gradient for an output, no bias,
     no projection, no mask, no regularisers."""
     a = fwd_args(proj=False, regs=False)
-    a.update(b_ih=None, b_hh=None, mask=None)
+    a.update(b_ih=None, b_hh=None, mask=None, w_ch=None)
     ops.layer_forward(*a.values())
     ops.layer_inference(*a.values())
     b = bwd_args()

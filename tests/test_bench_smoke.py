@@ -27,6 +27,13 @@ def test_bench_quick_runs(tmp_path):
         assert row["ms"]["torchlstm"] > 0 and row["ratio"]["eager loop"] > 0
         assert row["page_faults_per_call"]["torchlstm"] >= 0
     assert "page faults / call" in r.stdout
+    # a cell variant's rows (issue 16) time the plain torchlstm of the same size beside it
+    variant = [row for row in data["rows"] if row["case"] == "peephole small"]
+    assert len(variant) == 2
+    for row in variant:
+        assert set(row["ms"]) == {"torchlstm", "torchlstm plain", "eager loop"}
+        assert row["ratio"]["torchlstm plain"] > 0
+    assert "cell variants (issue 16)" in r.stdout and "| peephole small |" in r.stdout
     assert (tmp_path / "ratios.png").stat().st_size > 1000
 
 

@@ -10,10 +10,12 @@ from torch.nn import init
 
 def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
           unit_forget_bias: bool) -> None:
-    """groups: (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and direction.
+    """groups: (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, weight_ch) per layer and
+    direction (LayerWeights).
 
     torch: U(-1/sqrt(H), 1/sqrt(H)) for every parameter in registration order (nn.LSTM).
-    keras: glorot_uniform weight_ih (and weight_hr), orthogonal weight_hh, zero biases.
+    keras: glorot_uniform weight_ih (and weight_hr), orthogonal weight_hh, zero biases;
+    the peephole weights (weight_ch, which Keras 3 has not) U(-1/sqrt(H), 1/sqrt(H)) too.
     unit_forget_bias: the forget-gate bias totals 1 (bias_ih's slice 1, bias_hh's 0)."""
     with torch.no_grad():
         if init_name == "torch":
@@ -21,7 +23,9 @@ def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
             for weight in module.parameters():
                 init.uniform_(weight, -stdv, stdv)
         else:
-            for w_ih, w_hh, b_ih, b_hh, w_hr in groups:
+            for w_ih, w_hh, b_ih, b_hh, w_hr, w_ch in groups:
+                if w_ch is not None:
+                    init.uniform_(w_ch, -1.0 / math.sqrt(hidden_size), 1.0 / math.sqrt(hidden_size))
                 init.xavier_uniform_(w_ih)  # Keras' glorot_uniform on kernel = w_ih.T
                 init.orthogonal_(w_hh)
                 if w_hr is not None:
@@ -30,7 +34,7 @@ def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
                     if b is not None:
                         b.zero_()
         if unit_forget_bias:
-            for _, _, b_ih, b_hh, _ in groups:
+            for _, _, b_ih, b_hh, *_ in groups:
                 if b_ih is not None:
                     b_ih[hidden_size:2 * hidden_size] = 1.0
                     b_hh[hidden_size:2 * hidden_size] = 0.0

@@ -10,6 +10,8 @@ ONNX, with the semantics of torchlstm/_reference.py:
 * otherwise a ``Scan`` over time (the input projection x W_ih^T + b computed for all
   steps before it): projection (w_hr), every fused activation, the Keras dropout masks,
   zoneout (its eval blend), and masks of any pattern (holes included).
+* peephole connections (w_ch = [p_i, p_f, p_o]): the ONNX LSTM's P input (ONNX orders it
+  i, o, f) on the first path, three element-wise terms in the Scan's body on the second.
 
 Masks (and PackedSequence, which the module runs as a mask) always take the Scan: the
 ONNX LSTM's sequence_lens only describes right-padded masks, which is a property of the
@@ -189,8 +191,14 @@ def _reorder_iofc(g: _Builder, t, H: int):
     return g("Concat", rows(0), rows(3), rows(1), rows(2), axis=0)
 
 
-def _onnx_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, act, ract, H):
+def _onnx_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, act, ract, H,
+               w_ch=None):
     zero = g.ints([0])
+    P = None
+    if w_ch is not None:  # ours i, f, o -> ONNX's i, o, f
+        def part(k):
+            return g("Slice", w_ch, g.ints([k * H]), g.ints([(k + 1) * H]), g.ints([0]))
+        P = g("Unsqueeze", g("Concat", part(0), part(2), part(1), axis=0), zero)
     W = g("Unsqueeze", _reorder_iofc(g, w_ih, H), zero)
     R = g("Unsqueeze", _reorder_iofc(g, w_hh, H), zero)
     B = None
@@ -208,14 +216,14 @@ def _onnx_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, act, rac
         if beta is not None:
             betas.append(beta)
     Y, Y_h, Y_c = g("LSTM", x, W, R, B, None, g("Unsqueeze", h0, zero),
-                    g("Unsqueeze", c0, zero), _n=3, hidden_size=H,
+                    g("Unsqueeze", c0, zero), P, _n=3, hidden_size=H,
                     direction="reverse" if reverse else "forward", activations=names,
                     activation_alpha=alphas or None, activation_beta=betas or None)
     return (g("Squeeze", Y, g.ints([1])), g("Squeeze", Y_h, zero), g("Squeeze", Y_c, zero))
 
 
 def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, act,
-               ract, ik, rk, zh, zc, H, Hout):
+               ract, ik, rk, zh, zc, H, Hout, w_ch=None):
     import onnx_ir as ir
     dtype = x.dtype
     if ik is not None:
@@ -247,15 +255,22 @@ def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
     h_rec = b("Mul", h_in, rk) if rk is not None else h_in
     a = b("Add", xw_t, b("MatMul", h_rec, w_hh_t))
     i, f, gg, o = b("Split", a, axis=1, num_outputs=4, _n=4)
-    c_new = b("Add", b("Mul", _activation(b, ract, f, dtype), c_in),
-              b("Mul", _activation(b, ract, i, dtype), _activation(b, act, gg, dtype)))
-    h_new = b("Mul", _activation(b, ract, o, dtype), _activation(b, act, c_new, dtype))
-    if w_hr_t is not None:
-        h_new = b("MatMul", h_new, w_hr_t)
+    if w_ch is not None:  # peepholes: i and f see c_{t-1}, o the carried c_t
+        p_i, p_f, p_o = g("Split", w_ch, axis=0, num_outputs=3, _n=3)
+        i = b("Add", i, b("Mul", p_i, c_in))
+        f = b("Add", f, b("Mul", p_f, c_in))
+    c_tilde = b("Add", b("Mul", _activation(b, ract, f, dtype), c_in),
+                b("Mul", _activation(b, ract, i, dtype), _activation(b, act, gg, dtype)))
     one = b.const(1.0, dtype)
+    c_new = c_tilde
     if "zc" in extra:  # z = 1 keeps the old value
         z = extra["zc"]
-        c_new = b("Add", b("Mul", z, c_in), b("Mul", b("Sub", one, z), c_new))
+        c_new = b("Add", b("Mul", z, c_in), b("Mul", b("Sub", one, z), c_tilde))
+    if w_ch is not None:
+        o = b("Add", o, b("Mul", p_o, c_new))
+    h_new = b("Mul", _activation(b, ract, o, dtype), _activation(b, act, c_tilde, dtype))
+    if w_hr_t is not None:
+        h_new = b("MatMul", h_new, w_hr_t)
     if "zh" in extra:
         z = extra["zh"]
         h_new = b("Add", b("Mul", z, h_in), b("Mul", b("Sub", one, z), h_new))
@@ -273,7 +288,7 @@ def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
 
 def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                mask=None, reverse=False, activation=0, recurrent_activation=1,
-               input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None):
+               input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None, w_ch=None):
     import onnx_ir as ir
     from torch.onnx._internal.exporter import _core
     tracer = _core.current_tracer
@@ -290,11 +305,11 @@ def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=
         and input.dtype == ir.DataType.FLOAT)  # onnxruntime's LSTM: float32 only
     if plain:
         out, h_n, c_n = _onnx_lstm(g, input, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, act,
-                                   ract, H)
+                                   ract, H, w_ch)
     else:
         out, h_n, c_n = _scan_lstm(g, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask,
                                    reverse, act, ract, input_keep, recurrent_keep, zoneout_h,
-                                   zoneout_c, H, Hout)
+                                   zoneout_c, H, Hout, w_ch)
     if n_outputs == 3:
         return out, h_n, c_n
     # layer_forward's gates (T,B,4H) and cs (T,B,H) only feed backward, which an exported

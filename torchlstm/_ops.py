@@ -5,7 +5,7 @@ gives the rest of the package one named entry point, ``run_layer``.
 
 The regularisers (input_keep, recurrent_keep, zoneout_h, zoneout_c) are op inputs that
 are never differentiated (their gradient is None); backward gets them back to recompute
-what the forward did.
+what the forward did. The cell variants follow them: w_ch (3H), the peephole weights.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class LayerWeights(NamedTuple):
     b_ih: Optional[Tensor]
     b_hh: Optional[Tensor]
     w_hr: Optional[Tensor]
+    w_ch: Optional[Tensor] = None  # peephole weights (3H: i, f, o)
 
 
 class LayerRegularizers(NamedTuple):
@@ -58,12 +59,12 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
     loop, with autograd. need_grad=False runs the inference op, which saves nothing."""
     if callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES:
         return _reference.layer_forward(
-            x, h0, c0, *w, mask=mask, reverse=reverse,
+            x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask=mask, reverse=reverse,
             act=activations.as_function(activation),
-            ract=activations.as_function(recurrent_activation), **reg._asdict())
+            ract=activations.as_function(recurrent_activation), **reg._asdict(), w_ch=w.w_ch)
     op = ops.layer_forward if need_grad else ops.layer_inference
     return op(x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask, reverse, activation,
-              recurrent_activation, *reg)[:3]
+              recurrent_activation, *reg, w.w_ch)[:3]
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -87,12 +88,12 @@ def _check_required(op: str, **tensors) -> None:
 
 def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
                   recurrent_activation, input_keep=None, recurrent_keep=None, zoneout_h=None,
-                  zoneout_c=None):
+                  zoneout_c=None, w_ch=None):
     torch._check(input.dim() == 3, lambda: f"{op}: input must be 3-D")
     _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh)
     _check_devices(op, input, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                    w_hr=w_hr, mask=mask, input_keep=input_keep, recurrent_keep=recurrent_keep,
-                   zoneout_h=zoneout_h, zoneout_c=zoneout_c)
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch)
     T, B, _ = input.shape
     H = w_ih.shape[0] // 4
     Hout = w_hr.shape[0] if w_hr is not None else H
@@ -103,22 +104,27 @@ def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse
 
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation,
-                         input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None):
+                         input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None,
+                         w_ch=None):
     op = "torchlstm.layer_backward"
     _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, output=output, gates=gates, cs=cs)
     _check_devices(op, input, grad_output=grad_output, grad_hn=grad_hn, grad_cn=grad_cn, h0=h0,
                    c0=c0, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, mask=mask, output=output,
                    gates=gates, cs=cs, input_keep=input_keep, recurrent_keep=recurrent_keep,
-                   zoneout_h=zoneout_h, zoneout_c=zoneout_c)
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch)
     H = w_ih.shape[0] // 4
     return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
-            w_hr.new_empty(w_hr.shape) if w_hr is not None else w_ih.new_empty(0))
+            w_hr.new_empty(w_hr.shape) if w_hr is not None else w_ih.new_empty(0),
+            w_ch.new_empty(w_ch.shape) if w_ch is not None else w_ih.new_empty(0))
 
 
 # --------------------------------------------------------------------------- autograd
 _FORWARD_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "mask",
-                 "reverse", "activation", "recurrent_activation") + LayerRegularizers._fields
+                 "reverse", "activation", "recurrent_activation") + LayerRegularizers._fields + (
+                 "w_ch",)
+# The differentiable ones, in order
+_WEIGHT_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ch")
 
 
 def _layer_setup_context(ctx, inputs, output):
@@ -126,7 +132,7 @@ def _layer_setup_context(ctx, inputs, output):
     reg = LayerRegularizers(*(a.get(n) for n in LayerRegularizers._fields))
     out, _h_n, _c_n, gates, cs = output
     ctx.save_for_backward(a["input"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["w_hr"],
-                          a["mask"], out, gates, cs, a["b_ih"], a["b_hh"], *reg)
+                          a["mask"], out, gates, cs, a["b_ih"], a["b_hh"], a.get("w_ch"), *reg)
     ctx.num_inputs = len(inputs)
     ctx.has_bias = (a["b_ih"] is not None, a["b_hh"] is not None)
     ctx.reverse = a["reverse"]
@@ -143,12 +149,11 @@ def _differentiable_backward(ctx, saved, grads):
     the forward recomputed by the reference loop (torchlstm/_reference.py: the same maths,
     every option) and differentiated with autograd, keeping the graph. Correct on every
     backend and option; as slow as that loop (a Python loop over time)."""
-    input, h0, c0, w_ih, w_hh, w_hr, mask, _out, _gates, _cs, b_ih, b_hh, *reg = saved
+    input, h0, c0, w_ih, w_hh, w_hr, mask, _out, _gates, _cs, b_ih, b_hh, w_ch, *reg = saved
     act, ract = (activations.as_function(a) for a in ctx.activations)
     outs = _reference.layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask,
-                                    ctx.reverse, act, ract, *reg)
-    wrt = {n: t for n, t in zip(("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"),
-                                (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+                                    ctx.reverse, act, ract, *reg, w_ch=w_ch)
+    wrt = {n: t for n, t in zip(_WEIGHT_ARGS, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ch))
            if t is not None and t.requires_grad}
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     got = torch.autograd.grad([o for o, _ in pairs], list(wrt.values()),
@@ -162,14 +167,15 @@ def _layer_backward_with(backward_op):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             return _differentiable_backward(ctx, saved, (grad_out, grad_hn, grad_cn))
-        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, *reg = saved
-        d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr = backward_op(
+        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, w_ch, *reg = saved
+        d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch = backward_op(
             grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-            ctx.reverse, *ctx.activations, *reg)
+            ctx.reverse, *ctx.activations, *reg, w_ch)
         grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
                  "b_ih": d_bias if ctx.has_bias[0] else None,
                  "b_hh": d_bias if ctx.has_bias[1] else None,
-                 "w_hr": d_w_hr if w_hr is not None else None}
+                 "w_hr": d_w_hr if w_hr is not None else None,
+                 "w_ch": d_w_ch if w_ch is not None else None}
         # nothing flows to mask, reverse, the activation ids or the regularisers
         return tuple(grads.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
     return layer_backward

@@ -53,11 +53,12 @@ class CellOptions:
     seed: Optional[int] = None
     init: str = "torch"
     unit_forget_bias: bool = False
+    peephole: bool = False  # peephole connections (a weight_ch parameter per layer)
 
     @classmethod
     def make(cls, owner: str, activation="tanh", recurrent_activation="sigmoid",
              input_dropout=0.0, recurrent_dropout=0.0, zoneout=0.0, seed=None,
-             init="torch", unit_forget_bias=False) -> "CellOptions":
+             init="torch", unit_forget_bias=False, peephole=False) -> "CellOptions":
         """Checks every option (a clear error naming it) and resolves the activations.
         ``owner`` names the module in the warning for a callable activation."""
         act_id = activations.resolve_or_callable(activation, "activation")
@@ -80,11 +81,11 @@ class CellOptions:
             seed = int(seed)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        check_bool(unit_forget_bias=unit_forget_bias)
+        check_bool(unit_forget_bias=unit_forget_bias, peephole=peephole)
         options = cls(activation, recurrent_activation, act_id, ract_id,
                       _rate("input_dropout", input_dropout),
                       _rate("recurrent_dropout", recurrent_dropout), zoneout, zh, zc, seed, init,
-                      unit_forget_bias)
+                      unit_forget_bias, peephole)
         unfused = [n for n, v in (("activation", act_id), ("recurrent_activation", ract_id))
                    if callable(v)]
         if unfused:
@@ -126,6 +127,8 @@ class CellOptions:
             s += f", init={self.init!r}"
         if self.unit_forget_bias:
             s += ", unit_forget_bias=True"
+        if self.peephole:
+            s += ", peephole=True"
         for name in ("input_dropout", "recurrent_dropout", "zoneout"):
             if getattr(self, name) != 0:
                 s += f", {name}={getattr(self, name)}"
@@ -145,6 +148,7 @@ class CellOptionAttributes:
     seed = property(lambda self: self.options.seed)
     init = property(lambda self: self.options.init)
     unit_forget_bias = property(lambda self: self.options.unit_forget_bias)
+    peephole = property(lambda self: self.options.peephole)
 
 
 class KerasOptionAttributes:

@@ -7,7 +7,8 @@ Semantics (those of torch.ops.torchlstm.layer_forward): a = x_t W_ih^T + b_ih +
 c~ = ract(f) c_{t-1} + ract(i) act(g), h~ = ract(o) act(c~) (then W_hr); zoneout z:
 c = z c_{t-1} + (1-z) c~, h = z h_{t-1} + (1-z) h~; input dropout scales x_t by
 input_keep; at a masked step (mask[t, b] false) the state carries over and the output
-holds the carried h.
+holds the carried h. Peephole connections (w_ch = [p_i, p_f, p_o], 3H): a_i += p_i c_{t-1},
+a_f += p_f c_{t-1}, a_o += p_o c_t, c_t being the carried state (c~, or zoneout's blend).
 """
 from __future__ import annotations
 
@@ -20,14 +21,23 @@ from torch import Tensor
 
 def cell_step(x_t: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
               b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor],
-              act: Callable, ract: Callable):
-    """One step: (h~, c~) from (x_t, h_{t-1}, c_{t-1}): two linears, chunk, activations."""
+              act: Callable, ract: Callable, w_ch: Optional[Tensor] = None,
+              z_c: Optional[Tensor] = None):
+    """One step: (h~, c) from (x_t, h_{t-1}, c_{t-1}): two linears, chunk, activations.
+    c is c~, or with z_c (zoneout's z of c) the carried z_c c_{t-1} + (1 - z_c) c~.
+    w_ch (3H): peephole weights p_i, p_f, p_o (see the module docstring)."""
     i, f, g, o = (F.linear(x_t, w_ih, b_ih) + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
-    c = ract(f) * c + ract(i) * act(g)
-    h = ract(o) * act(c)
+    if w_ch is not None:
+        p_i, p_f, p_o = w_ch.chunk(3)
+        i, f = i + p_i * c, f + p_f * c
+    c_new = ract(f) * c + ract(i) * act(g)
+    c_out = c_new if z_c is None else z_c * c + (1 - z_c) * c_new  # z = 1 keeps the old value
+    if w_ch is not None:
+        o = o + p_o * c_out
+    h = ract(o) * act(c_new)
     if w_hr is not None:
         h = F.linear(h, w_hr)
-    return h, c
+    return h, c_out
 
 
 def layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -36,9 +46,11 @@ def layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
                   reverse: bool = False, act: Callable = torch.tanh,
                   ract: Callable = torch.sigmoid, input_keep: Optional[Tensor] = None,
                   recurrent_keep: Optional[Tensor] = None, zoneout_h: Optional[Tensor] = None,
-                  zoneout_c: Optional[Tensor] = None, step: Callable = cell_step):
+                  zoneout_c: Optional[Tensor] = None, step: Callable = cell_step,
+                  w_ch: Optional[Tensor] = None):
     """x (T,B,I) time-major -> (output (T,B,Hout), h_n, c_n); see the module docstring.
-    ``step`` replaces cell_step (the benchmark passes a torch.compile'd one)."""
+    ``step`` replaces cell_step (the benchmark passes a torch.compile'd one); it gets
+    w_ch and z_c as keywords only where they are given."""
     T = x.shape[0]
     if input_keep is not None:
         x = x * input_keep
@@ -46,9 +58,12 @@ def layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     outs: list[Optional[Tensor]] = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         h_in = h if recurrent_keep is None else h * recurrent_keep
-        h_new, c_new = step(x[t], h_in, c, w_ih, w_hh, b_ih, b_hh, w_hr, act, ract)
-        if zoneout_c is not None:  # z = 1 keeps the old value
-            c_new = zoneout_c[t] * c + (1 - zoneout_c[t]) * c_new
+        extra = {}
+        if w_ch is not None:
+            extra["w_ch"] = w_ch
+        if zoneout_c is not None:
+            extra["z_c"] = zoneout_c[t]
+        h_new, c_new = step(x[t], h_in, c, w_ih, w_hh, b_ih, b_hh, w_hr, act, ract, **extra)
         if zoneout_h is not None:
             h_new = zoneout_h[t] * h + (1 - zoneout_h[t]) * h_new
         if mask is not None:

@@ -99,7 +99,9 @@ class ScriptLSTM(nn.Module):
         self._flat_weights_names: List[str] = list(lstm._flat_weights_names)
         self._flat_weights: List[Tensor] = [getattr(self, n) for n in self._flat_weights_names]
         # per (layer, direction) k: weights k*stride .. ; w_ih, w_hh, [b_ih, b_hh], [w_hr]
-        self._stride: int = 2 + (2 if lstm.bias else 0) + (1 if lstm.proj_size > 0 else 0)
+        self.peephole: bool = bool(lstm.options.peephole)
+        self._stride: int = (2 + (2 if lstm.bias else 0) + (1 if lstm.proj_size > 0 else 0)
+                             + (1 if self.peephole else 0))
 
     def extra_repr(self) -> str:
         return self._repr
@@ -108,7 +110,7 @@ class ScriptLSTM(nn.Module):
         """No-op, as torchlstm.LSTM's."""
 
     def _weights(self, k: int) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor],
-                                       Optional[Tensor]]:
+                                       Optional[Tensor], Optional[Tensor]]:
         i = k * self._stride
         w_ih = self._flat_weights[i]
         w_hh = self._flat_weights[i + 1]
@@ -118,9 +120,14 @@ class ScriptLSTM(nn.Module):
         if self.bias:
             b_ih = self._flat_weights[i + 2]
             b_hh = self._flat_weights[i + 3]
+        w_ch: Optional[Tensor] = None
+        last = i + self._stride - 1  # registration order: ..., [weight_hr], [weight_ch]
+        if self.peephole:
+            w_ch = self._flat_weights[last]
+            last -= 1
         if self.proj_size > 0:
-            w_hr = self._flat_weights[i + self._stride - 1]
-        return w_ih, w_hh, b_ih, b_hh, w_hr
+            w_hr = self._flat_weights[last]
+        return w_ih, w_hh, b_ih, b_hh, w_hr, w_ch
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
@@ -178,15 +185,17 @@ class ScriptLSTM(nn.Module):
             outs: List[Tensor] = []
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(k)
+                w_ih, w_hh, b_ih, b_hh, w_hr, w_ch = self._weights(k)
                 if need_grad:
                     out, h, c, _, _ = torch.ops.torchlstm.layer_forward(
                         x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1,
-                        self.activation_id, self.recurrent_activation_id)
+                        self.activation_id, self.recurrent_activation_id, None, None, None,
+                        None, w_ch)
                 else:
                     out, h, c = torch.ops.torchlstm.layer_inference(
                         x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1,
-                        self.activation_id, self.recurrent_activation_id)
+                        self.activation_id, self.recurrent_activation_id, None, None, None,
+                        None, w_ch)
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -224,6 +233,10 @@ class ScriptLSTMCell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        if cell.options.peephole:
+            self.weight_ch = cell.weight_ch
+        else:
+            self.register_parameter("weight_ch", None)
 
     def extra_repr(self) -> str:
         return self._repr
@@ -274,17 +287,20 @@ class ScriptLSTMCell(nn.Module):
                 need_grad = need_grad or b_ih.requires_grad
             if b_hh is not None:
                 need_grad = need_grad or b_hh.requires_grad
+            w_ch = self.weight_ch
+            if w_ch is not None:
+                need_grad = need_grad or w_ch.requires_grad
             need_grad = need_grad and torch.is_grad_enabled()
             if need_grad:
                 _, h, c, _, _ = torch.ops.torchlstm.layer_forward(
                     input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, b_ih, b_hh,
                     None, None, False, self.activation_id,
-                    self.recurrent_activation_id)
+                    self.recurrent_activation_id, None, None, None, None, w_ch)
             else:
                 _, h, c = torch.ops.torchlstm.layer_inference(
                     input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, b_ih, b_hh,
                     None, None, False, self.activation_id,
-                    self.recurrent_activation_id)
+                    self.recurrent_activation_id, None, None, None, None, w_ch)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c

@@ -24,7 +24,9 @@ class LSTMCell(CellOptionAttributes, nn.Module):
     ``recurrent_activation`` as in Keras' LSTMCell. Wrap it in :class:`torchlstm.RNN` to
     run it over a sequence (fused: no Python loop over time).
 
-    ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and ``seed`` are
+    ``peephole=True`` adds peephole connections (``weight_ch`` (3H): p_i, p_f, p_o; see
+    :class:`torchlstm.LSTM`). ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and
+    ``seed`` are
     :class:`torchlstm.LSTM`'s. They are meant for ``RNN(cell)``, which draws the dropout
     masks once per sequence. A cell called on its own cannot know where a sequence starts,
     so in training mode each call draws FRESH masks (input, recurrent, zoneout), i.e. a
@@ -36,12 +38,12 @@ class LSTMCell(CellOptionAttributes, nn.Module):
                  dtype=None, *, activation="tanh", recurrent_activation="sigmoid",
                  init: str = "torch", unit_forget_bias: bool = False,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
-                 seed=None) -> None:
+                 seed=None, peephole: bool = False) -> None:
         super().__init__()
         check_cell_sizes(input_size, hidden_size)
         self.options = CellOptions.make(
             "LSTMCell", activation, recurrent_activation, input_dropout, recurrent_dropout,
-            zoneout, seed, init, unit_forget_bias)
+            zoneout, seed, init, unit_forget_bias, peephole)
         self._rng = SeededGenerator(self.options.seed)
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
@@ -55,6 +57,8 @@ class LSTMCell(CellOptionAttributes, nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        if peephole:
+            self.weight_ch = nn.Parameter(torch.empty(3 * hidden_size, **factory))
         self.reset_parameters()
 
 
@@ -67,7 +71,8 @@ class LSTMCell(CellOptionAttributes, nn.Module):
 
     def layer_weights(self) -> list[LayerWeights]:
         """The cell's parameters as the one layer RNN(cell) runs."""
-        return [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)]
+        return [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None,
+                             self.weight_ch if self.options.peephole else None)]
 
     def generator(self, device: torch.device):
         """The generator of this cell's masks for a call on ``device`` (None: global RNG)."""
@@ -85,7 +90,8 @@ class LSTMCell(CellOptionAttributes, nn.Module):
 
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
-        check_parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh"), input, False)
+        check_parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                "weight_ch" if self.options.peephole else None), input, False)
         w = self.weight_ih
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "

@@ -11,6 +11,11 @@ weight_hh.T and bias = bias_ih + bias_hh (imported as bias_ih = bias, bias_hh = 
 
 For a stacked or bidirectional torchlstm.LSTM the arrays are layer by layer, forward
 direction before backward (the order of Keras' Bidirectional.get_weights()).
+
+Peepholes (``peephole=True``; Keras 3's LSTM has none): after each bias come three (u,)
+arrays, the input, forget and output gates' peephole weights — the layout of
+tf.keras.experimental.PeepholeLSTMCell's ``input_gate_peephole_weights``,
+``forget_gate_peephole_weights``, ``output_gate_peephole_weights`` — weight_ch's thirds.
 """
 from __future__ import annotations
 
@@ -25,55 +30,65 @@ from .lstm import LSTM
 from .rnn import RNN
 
 
-def _groups(module: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter, Optional[nn.Parameter],
-                                             Optional[nn.Parameter]]]:
-    """(weight_ih, weight_hh, bias_ih, bias_hh) per (layer, direction), in Keras order."""
+def _groups(module: nn.Module) -> list[tuple]:
+    """(weight_ih, weight_hh, bias_ih, bias_hh, weight_ch) per (layer, direction), in Keras
+    order (None where absent)."""
     if isinstance(module, RNN):
         module = module.cell
-    if isinstance(module, LSTMCell):
-        return [(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)]
-    if isinstance(module, LSTM):
-        if module.proj_size:
+    if isinstance(module, (LSTMCell, LSTM)):
+        if getattr(module, "proj_size", 0):
             raise ValueError("Keras' LSTM has no projection: an LSTM with proj_size > 0 has "
                              "no Keras weights")
-        return [tuple(w[:4]) for w in module.layer_weights()]
+        return [(w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_ch) for w in module.layer_weights()]
     raise TypeError(f"expected a torchlstm LSTM, LSTMCell or RNN, got {type(module).__name__}")
 
 
 def get(module: nn.Module) -> list[np.ndarray]:
     """The module's weights as Keras arrays: [kernel, recurrent_kernel, bias] per layer and
-    direction (no bias entry when the module has no biases)."""
+    direction (no bias entry when the module has no biases; then the three peephole
+    arrays with peephole=True)."""
     out = []
-    for w_ih, w_hh, b_ih, b_hh in _groups(module):
+    for w_ih, w_hh, b_ih, b_hh, w_ch in _groups(module):
         out += [w_ih.detach().cpu().numpy().T.copy(), w_hh.detach().cpu().numpy().T.copy()]
         if b_ih is not None:
             out.append((b_ih + b_hh).detach().cpu().numpy())
+        if w_ch is not None:
+            out += [p.detach().cpu().numpy().copy() for p in w_ch.chunk(3)]
     return out
 
 
 def set(module: nn.Module, arrays: Sequence[np.ndarray]) -> None:  # noqa: A001
     """Copy Keras arrays (as from ``keras_layer.get_weights()``) into the module."""
     groups = _groups(module)
-    per = 3 if groups[0][2] is not None else 2
+    has_bias, peep = groups[0][2] is not None, groups[0][4] is not None
+    per = 2 + has_bias + 3 * peep
     arrays = list(arrays)
     if len(arrays) != per * len(groups):
         raise ValueError(f"expected {per * len(groups)} Keras arrays ({len(groups)} x "
-                         f"[kernel, recurrent_kernel{', bias' if per == 3 else ''}]), got "
-                         f"{len(arrays)}")
+                         f"[kernel, recurrent_kernel{', bias' if has_bias else ''}"
+                         f"{', 3 peephole weights' if peep else ''}]), got {len(arrays)}")
     with torch.no_grad():
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(groups):
+        for k, (w_ih, w_hh, b_ih, b_hh, w_ch) in enumerate(groups):
             a = [torch.as_tensor(np.asarray(x)) for x in arrays[per * k: per * (k + 1)]]
             for name, src, dst in (("kernel", a[0].t(), w_ih), ("recurrent_kernel", a[1].t(), w_hh)):
                 if tuple(src.shape) != tuple(dst.shape):
                     raise ValueError(f"Keras {name} #{k}: expected shape "
                                      f"{tuple(dst.t().shape)}, got {tuple(a[0 if name == 'kernel' else 1].shape)}")
                 dst.copy_(src)
-            if per == 3:
+            if has_bias:
                 if tuple(a[2].shape) != tuple(b_ih.shape):
                     raise ValueError(f"Keras bias #{k}: expected shape {tuple(b_ih.shape)}, got "
                                      f"{tuple(a[2].shape)}")
                 b_ih.copy_(a[2])
                 b_hh.zero_()
+            if peep:
+                H = w_ch.shape[0] // 3
+                for q, name in enumerate(("input", "forget", "output")):
+                    p = a[2 + has_bias + q]
+                    if tuple(p.shape) != (H,):
+                        raise ValueError(f"Keras {name}_gate_peephole_weights #{k}: expected "
+                                         f"shape ({H},), got {tuple(p.shape)}")
+                    w_ch[q * H:(q + 1) * H] = p
 
 
 def load_h5(module: nn.Module, path: str, layers: Union[str, Iterable[str], None] = None) -> None:

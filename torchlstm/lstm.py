@@ -59,6 +59,11 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
       each step, each unit of ``h`` and of ``c`` keeps its previous value with that
       probability; eval: the blend ``rate * old + (1 - rate) * new``. A masked or padded
       step still carries the state over unchanged.
+    * ``peephole`` (Gers & Schmidhuber 2000; ONNX LSTM's P input): the input and forget
+      gates see ``c_{t-1}``, the output gate the new ``c_t`` (the carried state: with
+      zoneout its blend): ``a_i += p_i c_{t-1}``, ``a_f += p_f c_{t-1}``, ``a_o += p_o c_t``,
+      one parameter ``weight_ch_l{k}`` (3H: p_i, p_f, p_o; ``_reverse`` for the second
+      direction), initialised U(-1/sqrt(H), 1/sqrt(H)). Fused in the kernels.
     * ``seed``: an int makes the masks reproducible: the module draws them from its own
       ``torch.Generator`` (on the input's device, seeded once), so the same seed and the
       same calls give the same masks. Without it, the global RNG (``torch.manual_seed``).
@@ -76,12 +81,12 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                  zero_output_for_mask: bool = False, stateful: bool = False,
                  init: str = "torch", unit_forget_bias: bool = False,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, peephole: bool = False) -> None:
         super().__init__()
         check_rnn_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
         self.options = CellOptions.make(
             "LSTM", activation, recurrent_activation, input_dropout, recurrent_dropout, zoneout,
-            seed, init, unit_forget_bias)
+            seed, init, unit_forget_bias, peephole)
         self.keras = KerasOptions.make(return_sequences, return_state, go_backwards,
                                        zero_output_for_mask, stateful)
         self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
@@ -112,6 +117,8 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                     shapes.update(bias_ih=(4 * hidden_size,), bias_hh=(4 * hidden_size,))
                 if proj_size > 0:
                     shapes["weight_hr"] = (proj_size, hidden_size)
+                if peephole:
+                    shapes["weight_ch"] = (3 * hidden_size,)
                 names = []
                 for base, shape in shapes.items():
                     name = f"{base}_l{layer}{suffix}"
@@ -121,7 +128,8 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                 self._all_weights.append(names)
                 self._weight_names.append(tuple(
                     f"{base}_l{layer}{suffix}" if base in shapes else None
-                    for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
+                    for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
+                                 "weight_ch")))
         self.reset_parameters()
 
 

@@ -113,18 +113,27 @@ struct GateOps<V16> {
 
 constexpr Activation kAct = Activation::TANH, kRact = Activation::SIGMOID;
 
-// lstm_cpu.cpp's row passes for the default pair without zoneout, 16 units at a time.
+// lstm_cpu.cpp's row passes for the default pair without zoneout, 16 units at a time;
+// pc: the row's peephole weights, or null (no peephole).
 int64_t forward_row(int64_t n, int64_t H, const float* a, const float* b1, const float* b2,
-                    float* c, float* r, float* g_save, float* c_save) {
-  return cpu::forward_rows_vec<V16, false>(kAct, kRact, static_cast<const float*>(nullptr), 0,
-                                           n, H, a, b1, b2, c, r, g_save, c_save);
+                    const float* pc, float* c, float* r, float* g_save, float* c_save) {
+  const float* none = nullptr;
+  if (pc)
+    return cpu::forward_rows_vec<V16, false, true>(kAct, kRact, none, pc, 0, n, H, a, b1, b2, c,
+                                                   r, g_save, c_save);
+  return cpu::forward_rows_vec<V16, false, false>(kAct, kRact, none, none, 0, n, H, a, b1, b2,
+                                                  c, r, g_save, c_save);
 }
 
 int64_t backward_row(int64_t n, int64_t H, const float* g, const float* c_prev, const float* c,
-                     const float* dr_a, const float* dr_b, float* dc, float* dg, float* r) {
-  return cpu::backward_rows_vec<V16, false>(kAct, kRact, static_cast<const float*>(nullptr),
-                                            static_cast<const float*>(nullptr), 0, n, H, g,
-                                            c_prev, c, dr_a, dr_b, dc, dg, r);
+                     const float* dr_a, const float* dr_b, const float* pc, float* dc,
+                     float* dg, float* r) {
+  const float* none = nullptr;
+  if (pc)
+    return cpu::backward_rows_vec<V16, false, true>(kAct, kRact, none, none, pc, 0, n, H, g,
+                                                    c_prev, c, dr_a, dr_b, dc, dg, r);
+  return cpu::backward_rows_vec<V16, false, false>(kAct, kRact, none, none, none, 0, n, H, g,
+                                                   c_prev, c, dr_a, dr_b, dc, dg, r);
 }
 
 }  // namespace torchlstm
@@ -138,15 +147,15 @@ namespace cpu {
 bool avx512_gates_built() { return true; }
 
 int64_t forward_row_default_avx512(int64_t n, int64_t H, const float* a, const float* b1,
-                                   const float* b2, float* c, float* r, float* g_save,
-                                   float* c_save) {
-  return tl_avx512::torchlstm::forward_row(n, H, a, b1, b2, c, r, g_save, c_save);
+                                   const float* b2, const float* pc, float* c, float* r,
+                                   float* g_save, float* c_save) {
+  return tl_avx512::torchlstm::forward_row(n, H, a, b1, b2, pc, c, r, g_save, c_save);
 }
 
 int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const float* c_prev,
                                     const float* c, const float* dr_a, const float* dr_b,
-                                    float* dc, float* dg, float* r) {
-  return tl_avx512::torchlstm::backward_row(n, H, g, c_prev, c, dr_a, dr_b, dc, dg, r);
+                                    const float* pc, float* dc, float* dg, float* r) {
+  return tl_avx512::torchlstm::backward_row(n, H, g, c_prev, c, dr_a, dr_b, pc, dc, dg, r);
 }
 
 }  // namespace cpu
@@ -158,11 +167,12 @@ namespace torchlstm {
 namespace cpu {
 bool avx512_gates_built() { return false; }
 int64_t forward_row_default_avx512(int64_t, int64_t, const float*, const float*, const float*,
-                                   float*, float*, float*, float*) {
+                                   const float*, float*, float*, float*, float*) {
   return 0;
 }
 int64_t backward_row_default_avx512(int64_t, int64_t, const float*, const float*, const float*,
-                                    const float*, const float*, float*, float*, float*) {
+                                    const float*, const float*, const float*, float*, float*,
+                                    float*) {
   return 0;
 }
 }  // namespace cpu

@@ -18,13 +18,14 @@ namespace cpu {
 // functions below do nothing and return 0).
 bool avx512_gates_built();
 
+// pc: the row's peephole weights (gate q at + q*H), or null without peepholes.
 int64_t forward_row_default_avx512(int64_t n, int64_t H, const float* a, const float* b1,
-                                   const float* b2, float* c, float* r, float* g_save,
-                                   float* c_save);
+                                   const float* b2, const float* pc, float* c, float* r,
+                                   float* g_save, float* c_save);
 
 int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const float* c_prev,
                                     const float* c, const float* dr_a, const float* dr_b,
-                                    float* dc, float* dg, float* r);
+                                    const float* pc, float* dc, float* dg, float* r);
 
 }  // namespace cpu
 }  // namespace torchlstm

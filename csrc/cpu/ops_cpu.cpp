@@ -102,7 +102,7 @@ struct CpuBackend {
     if (is_half(c.dtype)) {  // in float32, the gradients cast back (see forward)
       auto g = backward(c.in_float32());
       for (at::Tensor* t : {&g.d_input, &g.d_h0, &g.d_c0, &g.d_w_ih, &g.d_w_hh, &g.d_bias,
-                            &g.d_w_hr})
+                            &g.d_w_hr, &g.d_w_ch})
         *t = t->to(c.dtype);
       return g;
     }
@@ -148,6 +148,7 @@ struct CpuBackend {
     // The weight and input gradients: a few large GEMMs over all T*B rows.
     input_bias_projection_grads(c, dgates, dh_all, r_all, g, &large_mm);
     weight_grads_one_gemm(c, dgates, x, g);
+    peephole_grads(c, dgates, g);
     return g;
   }
 };

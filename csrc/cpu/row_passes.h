@@ -17,29 +17,39 @@
 //             updated in place to dc_prev, the gate gradients go to dg (gate q at + q*H)
 //             and r (if given) receives o * act(c). kZone: zh (or null) the row's z of h
 //             (dr scaled by 1 - z), zc (or null) its z of c (cell_backward_zoneout).
+//   kPeep (both): pc the row's peephole weights p_i, p_f, p_o (gate q at + q*H);
+//             gate_math.h's cell_forward_peephole / cell_backward_peephole, and the
+//             saved pre-activations include the peephole terms.
 #pragma once
 
 namespace torchlstm {
 namespace cpu {
 
-template <typename Vec, bool kZc, typename S>
-inline int64_t forward_rows_vec(Activation act, Activation ract, const S* zc, int64_t j,
-                                int64_t n, int64_t H, const S* a, const S* b1, const S* b2,
-                                S* c, S* r, S* g_save, S* c_save) {
+template <typename Vec, bool kZc, bool kPeep, typename S>
+inline int64_t forward_rows_vec(Activation act, Activation ract, const S* zc, const S* pc,
+                                int64_t j, int64_t n, int64_t H, const S* a, const S* b1,
+                                const S* b2, S* c, S* r, S* g_save, S* c_save) {
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec v[4];
     for (int q = 0; q < 4; ++q) {
       v[q] = Vec::loadu(a + q * n + j);
       if (b1) v[q] = v[q] + Vec::loadu(b1 + q * H + j);
       if (b2) v[q] = v[q] + Vec::loadu(b2 + q * H + j);
-      if (g_save) v[q].store(g_save + q * H + j);
+      if (!kPeep && g_save) v[q].store(g_save + q * H + j);
     }
     CellForward<Vec> o;
-    if constexpr (kZc)
+    if constexpr (kPeep) {  // the pre-activations gain the peephole terms: saved after
+      o = cell_forward_peephole<kZc, Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j),
+                                          Vec::loadu(pc + j), Vec::loadu(pc + H + j),
+                                          Vec::loadu(pc + 2 * H + j),
+                                          kZc ? Vec::loadu(zc + j) : Vec(S(0)));
+      for (int q = 0; g_save && q < 4; ++q) v[q].store(g_save + q * H + j);
+    } else if constexpr (kZc) {
       o = cell_forward_zoneout<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j),
                                     Vec::loadu(zc + j));
-    else
+    } else {
       o = cell_forward<Vec>(act, ract, v[0], v[1], v[2], v[3], Vec::loadu(c + j));
+    }
     o.c.store(c + j);
     o.r.store(r + j);
     if (c_save) o.c.store(c_save + j);
@@ -47,26 +57,40 @@ inline int64_t forward_rows_vec(Activation act, Activation ract, const S* zc, in
   return j;
 }
 
-template <typename Vec, bool kZone, typename S>
+template <typename Vec, bool kZone, bool kPeep, typename S>
 inline int64_t backward_rows_vec(Activation act, Activation ract, const S* zc, const S* zh,
-                                 int64_t j, int64_t n, int64_t H, const S* g, const S* c_prev,
-                                 const S* c, const S* dr_a, const S* dr_b, S* dc, S* dg, S* r) {
+                                 const S* pc, int64_t j, int64_t n, int64_t H, const S* g,
+                                 const S* c_prev, const S* c, const S* dr_a, const S* dr_b,
+                                 S* dc, S* dg, S* r) {
   for (; j + Vec::size() <= n; j += Vec::size()) {
     Vec dr = Vec::loadu(dr_a + j);
     if (dr_b) dr = dr + Vec::loadu(dr_b + j);
     CellBackward<Vec> o;
-    if constexpr (kZone) {
+    if constexpr (kZone)
       if (zh) dr = dr * (Vec(S(1)) - Vec::loadu(zh + j));
-      if (zc)
-        o = cell_backward_zoneout<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                                       Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                                       Vec::loadu(c_prev + j), dr, Vec::loadu(dc + j),
-                                       Vec::loadu(zc + j));
+    if constexpr (kPeep) {
+      const Vec gi = Vec::loadu(g + j), gf = Vec::loadu(g + H + j), gg = Vec::loadu(g + 2 * H + j),
+                go = Vec::loadu(g + 3 * H + j), cp = Vec::loadu(c_prev + j),
+                cc = Vec::loadu(c + j), dcn = Vec::loadu(dc + j), pi = Vec::loadu(pc + j),
+                pf = Vec::loadu(pc + H + j), po = Vec::loadu(pc + 2 * H + j);
+      if (kZone && zc)
+        o = cell_backward_peephole<true, Vec>(act, ract, gi, gf, gg, go, cp, cc, dr, dcn, pi,
+                                              pf, po, Vec::loadu(zc + j));
+      else
+        o = cell_backward_peephole<false, Vec>(act, ract, gi, gf, gg, go, cp, cc, dr, dcn, pi,
+                                               pf, po, Vec(S(0)));
+    } else {
+      if constexpr (kZone)
+        if (zc)
+          o = cell_backward_zoneout<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                                         Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                                         Vec::loadu(c_prev + j), dr, Vec::loadu(dc + j),
+                                         Vec::loadu(zc + j));
+      if (!kZone || !zc)
+        o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
+                               Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
+                               Vec::loadu(c_prev + j), Vec::loadu(c + j), dr, Vec::loadu(dc + j));
     }
-    if (!kZone || !zc)
-      o = cell_backward<Vec>(act, ract, Vec::loadu(g + j), Vec::loadu(g + H + j),
-                             Vec::loadu(g + 2 * H + j), Vec::loadu(g + 3 * H + j),
-                             Vec::loadu(c_prev + j), Vec::loadu(c + j), dr, Vec::loadu(dc + j));
     o.d_i.store(dg + j);
     o.d_f.store(dg + H + j);
     o.d_g.store(dg + 2 * H + j);

@@ -13,6 +13,8 @@
 // recurrent GEMM; zoneout blends c and h with their previous values in the fused pass.
 // Nothing extra is saved: `cs` holds the blended c, and backward recomputes
 // c~ = f c_prev + i g from the saved gates.
+// Peephole connections (w_ch): the fused passes add p_i c_prev, p_f c_prev, p_o c to the
+// pre-activations (saved with them); the gradient of w_ch is a reduction after the loop.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -49,6 +51,7 @@ struct LoopInputs {
   const scalar_t *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *w_hr;
   const bool* mask;
   const scalar_t *rk, *zh, *zc;  // recurrent_keep, zoneout_h, zoneout_c
+  const scalar_t* pc;             // w_ch, the peephole weights (3H: i, f, o)
   LoopInputs(const LayerCall& c, const at::Tensor& x_dropped)
       : x(data_or_null<scalar_t>(x_dropped)),
         h0(data_or_null<scalar_t>(c.h0)),
@@ -61,7 +64,8 @@ struct LoopInputs {
         mask(c.mask.defined() ? c.mask.data_ptr<bool>() : nullptr),
         rk(data_or_null<scalar_t>(c.reg.recurrent_keep)),
         zh(data_or_null<scalar_t>(c.reg.zoneout_h)),
-        zc(data_or_null<scalar_t>(c.reg.zoneout_c)) {}
+        zc(data_or_null<scalar_t>(c.reg.zoneout_c)),
+        pc(data_or_null<scalar_t>(c.w_ch)) {}
 };
 
 // What the forward loop writes: out (T,B,Hout); c_state (B,H) c0 in, c_n out; r_ws (B,H)
@@ -125,7 +129,8 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
   const bool reverse = call.reverse;
   const Activation act = call.act, ract = call.ract;
   const scalar_t *x = in.x, *h0 = in.h0, *w_ih = in.w_ih, *w_hh = in.w_hh, *b_ih = in.b_ih,
-                 *b_hh = in.b_hh, *w_hr = in.w_hr, *rk = in.rk, *zh = in.zh, *zc = in.zc;
+                 *b_hh = in.b_hh, *w_hr = in.w_hr, *rk = in.rk, *zh = in.zh, *zc = in.zc,
+                 *pc = in.pc;
   const bool* mask = in.mask;
   scalar_t *out = io.out, *c_state = io.c_state, *r_ws = io.r_ws, *gates = io.gates,
            *cs = io.cs, *hk = io.hk;
@@ -193,7 +198,8 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
             std::memset(g_save + q * H, 0, n * sizeof(scalar_t));
           continue;
         }
-        forward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr, n, H,
+        forward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr,
+                              pc ? pc + j0 : nullptr, n, H,
                               g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
                               b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
         if (zh_t && !z.proj) blend_row(n, zh_t + b * Hout + j0, h_prev + b * Hout + j0, r);
@@ -234,7 +240,7 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
   const bool reverse = call.reverse;
   const Activation act = call.act, ract = call.ract;
   const scalar_t *c0 = in.c0, *w_hh = in.w_hh, *w_hr = in.w_hr, *rk = in.rk, *zh = in.zh,
-                 *zc = in.zc;
+                 *zc = in.zc, *pc = in.pc;
   const bool* mask = in.mask;
   const scalar_t *grad_out = io.grad_out, *gates = io.gates, *cs = io.cs;
   scalar_t *dgates = io.dgates, *dh_a = io.dh_a, *dh_b = io.dh_b, *dc = io.dc,
@@ -292,7 +298,8 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
         const scalar_t* dr_a = z.proj ? dr_ws + b * H + j0 : go_t + b * Hout + j0;
         const scalar_t* dr_b = z.proj ? nullptr : dh + b * Hout + j0;
         backward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr,
-                               zh_t && !z.proj ? zh_t + b * Hout + j0 : nullptr, n, H,
+                               zh_t && !z.proj ? zh_t + b * Hout + j0 : nullptr,
+                               pc ? pc + j0 : nullptr, n, H,
                                g_t + b * G + j0, c_prev + b * H + j0, c_t + b * H + j0, dr_a,
                                dr_b, dc + b * H + j0, dg,
                                z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));

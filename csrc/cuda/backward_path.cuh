@@ -42,6 +42,7 @@ at::Tensor backward_loop(const LayerCall& c, const at::Tensor& c0, cudaStream_t 
   const unsigned blocks = static_cast<unsigned>(pointwise_blocks(B * H));
   BackwardStep<scalar_t, acc_t> k;
   k.dc = w.dc.data_ptr<acc_t>();
+  k.pc = data_or_null<scalar_t>(c.w_ch);
   k.B = B;
   k.H = H;
   k.Hout = Hout;

@@ -81,6 +81,7 @@ bool persistent_forward(const LayerCall& c, const cuda_plan::PersistentPlan& p,
   a.rk = data_or_null<scalar_t>(c.reg.recurrent_keep);
   a.zh = data_or_null<scalar_t>(c.reg.zoneout_h);
   a.zc = data_or_null<scalar_t>(c.reg.zoneout_c);
+  a.pc = data_or_null<scalar_t>(c.w_ch);
   a.hbuf = hbuf.data_ptr<acc_t>();
   a.T = z.T;
   a.B = z.B;
@@ -123,6 +124,7 @@ void gemm_forward(const LayerCall& c, cudaStream_t stream, bool save, ForwardRes
   ForwardStep<scalar_t, acc_t> k;
   k.b_ih = data_or_null<scalar_t>(c.b_ih);
   k.b_hh = data_or_null<scalar_t>(c.b_hh);
+  k.pc = data_or_null<scalar_t>(c.w_ch);
   k.c = cell.data_ptr<acc_t>();
   k.B = B;
   k.H = H;

@@ -109,6 +109,7 @@ struct CudaBackend {
     }
     input_bias_projection_grads(c, w.dgates, w.dh_all, w.r_all, g);
     weight_grads(c, w.dgates, x, g);
+    peephole_grads(c, w.dgates, g);
     g.d_c0 = w.dc.to(opts.dtype());
     return g;
   }

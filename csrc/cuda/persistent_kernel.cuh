@@ -44,6 +44,7 @@ struct PersistentArgs {
   const scalar_t* rk;    // (B, H) recurrent dropout's keep mask, or null
   const scalar_t* zh;    // (T, B, H) zoneout z of h, or null
   const scalar_t* zc;    // (T, B, H) zoneout z of c, or null
+  const scalar_t* pc;    // (3H) peephole weights p_i, p_f, p_o, or null
   acc_t* hbuf;           // (2, B, H) exchange buffer
   int64_t T, B, H, U;
   bool reverse, save;
@@ -145,12 +146,13 @@ __global__ void __launch_bounds__(cuda_plan::kPersistentMaxThreads)
             pre[q] += static_cast<acc_t>(g[q * H]);
             if (a.b_ih) pre[q] += static_cast<acc_t>(a.b_ih[q * H + j]);
             if (a.b_hh) pre[q] += static_cast<acc_t>(a.b_hh[q * H + j]);
-            if (a.save) g[q * H] = static_cast<scalar_t>(pre[q]);
           }
-          const auto o =
-              a.zc ? cell_forward_zoneout<acc_t>(a.act, a.ract, pre[0], pre[1], pre[2], pre[3], c,
-                                                 static_cast<acc_t>(a.zc[te]))
-                   : cell_forward<acc_t>(a.act, a.ract, pre[0], pre[1], pre[2], pre[3], c);
+          const auto o = cell_forward_any<acc_t, scalar_t>(
+              a.act, a.ract, pre, c, a.zc != nullptr,
+              a.zc ? static_cast<acc_t>(a.zc[te]) : acc_t(0), a.pc ? a.pc + j : nullptr, H);
+          if (a.save)  // with peepholes, pre has their terms added
+#pragma unroll
+            for (int q = 0; q < 4; ++q) g[q * H] = static_cast<scalar_t>(pre[q]);
           c = o.c;
           h = a.zh ? zoneout_blend<acc_t>(static_cast<acc_t>(a.zh[te]), h_old, o.r) : o.r;
         }

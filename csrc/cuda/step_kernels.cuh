@@ -1,8 +1,9 @@
 // step_kernels.cuh — the fused element-wise kernels of the GEMM path, one launch per
 // time step each, one thread per (batch row, hidden unit).
 //
-// The maths is gate_math.h's cell_forward / cell_backward, the same functions the CPU
-// loop runs; here they run in acc_t (float for float16/bfloat16/float32, double for
+// The maths is gate_math.h's cell_forward / cell_backward (cell_forward_any /
+// cell_backward_any: with zoneout and peepholes where the call has them), the same
+// functions the CPU loop runs; here they run in acc_t (float for float16/bfloat16/float32, double for
 // float64) on values loaded from scalar_t storage. The cell state and its gradient stay
 // in acc_t from the first step to the last.
 #pragma once
@@ -35,6 +36,7 @@ struct ForwardStep {
   const bool* mask;        // (B) mask[t], or null
   const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
   const scalar_t* zh;      // (B, Hout = H) zoneout z of h at step t (no projection), or null
+  const scalar_t* pc;      // (3H) peephole weights p_i, p_f, p_o, or null
   int64_t B, H;
   bool save, proj;
   Activation act, ract;
@@ -59,11 +61,13 @@ __global__ void forward_step_kernel(ForwardStep<scalar_t, acc_t> a) {
     v[q] = load<scalar_t, acc_t>(g, q * H);
     if (a.b_ih) v[q] += load<scalar_t, acc_t>(a.b_ih, q * H + j);
     if (a.b_hh) v[q] += load<scalar_t, acc_t>(a.b_hh, q * H + j);
-    if (a.save) g[q * H] = static_cast<scalar_t>(v[q]);
   }
-  const auto o = a.zc ? cell_forward_zoneout<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3],
-                                                    a.c[idx], load<scalar_t, acc_t>(a.zc, idx))
-                      : cell_forward<acc_t>(a.act, a.ract, v[0], v[1], v[2], v[3], a.c[idx]);
+  const auto o = cell_forward_any<acc_t, scalar_t>(
+      a.act, a.ract, v, a.c[idx], a.zc != nullptr, a.zc ? load<scalar_t, acc_t>(a.zc, idx) : acc_t(0),
+      a.pc ? a.pc + j : nullptr, H);
+  if (a.save)  // with peepholes, v has their terms added
+#pragma unroll
+    for (int q = 0; q < 4; ++q) g[q * H] = static_cast<scalar_t>(v[q]);
   a.c[idx] = o.c;
   const acc_t r = a.zh ? zoneout_blend<acc_t>(load<scalar_t, acc_t>(a.zh, idx),
                                               load<scalar_t, acc_t>(a.h_prev, idx), o.r)
@@ -150,6 +154,7 @@ struct BackwardStep {
   const bool* mask;        // (B) or null
   const scalar_t* zc;      // (B, H) zoneout z of c at step t, or null
   const scalar_t* zh;      // (B, Hout = H) zoneout z of h at step t (no projection), or null
+  const scalar_t* pc;      // (3H) peephole weights p_i, p_f, p_o, or null
   int64_t B, H, Hout;
   bool proj;
   Activation act, ract;
@@ -177,10 +182,9 @@ __global__ void backward_step_kernel(BackwardStep<scalar_t, acc_t> a) {
   const scalar_t* g = a.g + b * 4 * H + j;
   const acc_t ai = load<scalar_t, acc_t>(g, 0), af = load<scalar_t, acc_t>(g, H),
               ag = load<scalar_t, acc_t>(g, 2 * H), ao = load<scalar_t, acc_t>(g, 3 * H);
-  const auto o = a.zc ? cell_backward_zoneout<acc_t>(a.act, a.ract, ai, af, ag, ao, a.c_prev[idx],
-                                                     dr, a.dc[idx], load<scalar_t, acc_t>(a.zc, idx))
-                      : cell_backward<acc_t>(a.act, a.ract, ai, af, ag, ao, a.c_prev[idx],
-                                             a.c[idx], dr, a.dc[idx]);
+  const auto o = cell_backward_any<acc_t, scalar_t>(
+      a.act, a.ract, ai, af, ag, ao, a.c_prev[idx], a.c[idx], dr, a.dc[idx], a.zc != nullptr,
+      a.zc ? load<scalar_t, acc_t>(a.zc, idx) : acc_t(0), a.pc ? a.pc + j : nullptr, H);
   dg[0] = static_cast<scalar_t>(o.d_i);
   dg[H] = static_cast<scalar_t>(o.d_f);
   dg[2 * H] = static_cast<scalar_t>(o.d_g);
