@@ -3,7 +3,7 @@ time loops' GEMM (torchlstm._C.set_cpu_gemm: the own micro-kernels or BLAS) and 
 backward's large GEMMs (set_cpu_blas: MKL or OpenBLAS), beside nn.LSTM, in ONE process,
 samples alternated between all of them, medians (bench.py's timing).
 
-    python bench/engines.py [--cases headline,fastrnns] [--repeats 7]
+    python bench/engines.py [--cases NAME,...] [--repeats 7] [--threads N]
 
 Prints one table per mode; ratio = nn.LSTM time / torchlstm time."""
 from __future__ import annotations
@@ -31,7 +31,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cases", default="headline,latency B=1,fastrnns default,T=50 B=64 H=512")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     combos = engines()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
     for name in args.cases.split(","):
