@@ -91,14 +91,18 @@ inline int64_t time_of(int64_t s, int64_t T, bool reverse) { return reverse ? T 
 // Smallest slice of hidden units worth a thread of its own.
 constexpr int64_t kMinUnitsPerThread = 32;
 
-// Threads for a sequence of these sizes. Below about 250 thousand multiply-adds per step
-// (B=1, H=128 is 65 thousand) waking a second thread and meeting it at a barrier every
-// step costs more than it saves: measured at B=1, H=128, one thread is 5-10% faster and
-// a one-step call 50 us cheaper; at B=1, H=256 two threads win (each streams half of
-// W_hh from its own L2).
+// Threads for a sequence of these sizes. Below about 65 thousand multiply-adds per step
+// waking a second thread and meeting it at a barrier every step costs more than it
+// saves. Measured on an AMD EPYC (Zen 4, 2 cores; nn.LSTM / torchlstm in the same run,
+// three runs): B=1, H=128 (65 thousand) inference 1.05-1.11 with one thread, 1.33-1.35
+// with two (each streams half of W_hh from its own L2); B=4, H=64 0.90-1.06 -> 1.47-2.02;
+// B=1, H=64 (16 thousand) 1.91-2.24 with one, 1.73-2.16 with two. A few steps (the
+// LSTMCell's one) stay on one thread up to 250 thousand: waking the team costs more than
+// the steps (measured earlier at B=1, H=128: a one-step call 50 us cheaper on one).
 inline int threads_for(const LayerSizes& z) {
   const int64_t macs_per_step = 4 * z.H * z.Hout * z.B;
-  if (macs_per_step < (int64_t(1) << 18)) return 1;
+  if (macs_per_step < (int64_t(1) << 16)) return 1;
+  if (z.T < 8 && macs_per_step < (int64_t(1) << 18)) return 1;
   return team_size(std::min(z.H, z.Hout), kMinUnitsPerThread);
 }
 
