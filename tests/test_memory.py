@@ -113,7 +113,8 @@ def test_resident_set_is_flat_over_many_calls(growth, what):
 
 
 def test_cache_sized_calls_reuse_cached_blocks(growth):
-    assert growth["mid_cache_hits"] >= 100 * 3  # out, gates, cs (and more) every call
+    # the saved gates (forward) and their gradient (backward), 1.3 MB each, every call
+    assert growth["mid_cache_hits"] >= 100 * 2
 
 
 def test_empty_cache_hands_memory_back():
