@@ -207,12 +207,15 @@ def test_without_the_openblas_wheel_the_large_gemms_run_on_mkl():
 @pytest.mark.parametrize("blas", BLASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("proj,masked,reverse", [(False, False, False), (True, True, True)])
-def test_backward_on_each_blas_vs_float64(blas, dtype, proj, masked, reverse):
+@pytest.mark.parametrize("T,B,I_,H_,P_", [(12, 33, 17, 48, 20), (1, 3, 5, 2, 1), (4, 1, 1, 1, 1)],
+                         ids=["odd", "proj1", "ones"])
+def test_backward_on_each_blas_vs_float64(blas, dtype, proj, masked, reverse, T, B, I_, H_, P_):
     """The op's gradients with the large GEMMs on each BLAS (float32 and float64, the
     latter OpenBLAS's dgemm) against the float64 op on MKL; B=33 splits C's rows unevenly
-    over a team of two threads."""
-    T, B, I_, H_ = 12, 33, 17, 48
-    Hout = 20 if proj else H_
+    over a team of two threads; size-1 dimensions (proj_size 1, one step, one unit) make
+    views whose two strides are both 1 (the sweep found OpenBLAS reading one such view
+    the wrong way round)."""
+    Hout = P_ if proj else H_
     torch.manual_seed(1)
     args64 = _layer_args(T, B, I_, H_, Hout, proj, masked, reverse, False)
     grads64 = (randn(T, B, Hout), randn(B, Hout), randn(B, H_))

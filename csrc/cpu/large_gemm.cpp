@@ -55,24 +55,37 @@ bool cpu_is_amd() {
 #endif
 }
 
+// How BLAS reads a 2-D view: as is (row-major, ld = stride(0)) or transposed (ld =
+// stride(1)); `ok` false where neither fits (then the caller copies). Size-1 dimensions
+// make both strides 1 possible: the test decides and the gemm uses the same answer.
+struct BlasView {
+  bool ok, trans;
+  int64_t ld;
+};
+BlasView blas_view(const at::Tensor& t) {
+  if (t.dim() != 2) return {false, false, 0};
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1)))
+    return {true, false, t.stride(0)};
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0)))
+    return {true, true, t.stride(1)};
+  return {false, false, 0};
+}
+
 template <typename T>
 void openblas_rows(const OpenBlas& ob, int64_t M, int64_t N, int64_t K, const at::Tensor& a,
                    const at::Tensor& b, T* c) {
-  // row-major operands: a (M x K) with a unit stride in columns (N) or rows (T)
-  const bool ta = a.stride(1) != 1, tb = b.stride(1) != 1;
-  const int64_t lda = ta ? a.stride(1) : a.stride(0), ldb = tb ? b.stride(1) : b.stride(0);
+  const BlasView va = blas_view(a), vb = blas_view(b);
   const T* ap = a.data_ptr<T>();
   const T* bp = b.data_ptr<T>();
   const auto gemm = [&](int64_t r0, int64_t rows) {
     if (rows <= 0) return;
-    const T* a_r = ap + r0 * (ta ? 1 : lda);
+    const T* a_r = ap + r0 * a.stride(0);  // row r0 of a, either way it is stored
     const T one = 1, zero = 0;
+    const int ta = va.trans ? kTrans : kNoTrans, tb = vb.trans ? kTrans : kNoTrans;
     if constexpr (std::is_same<T, float>::value)
-      ob.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, rows, N, K, one, a_r,
-               lda, bp, ldb, zero, c + r0 * N, N);
+      ob.sgemm(kRowMajor, ta, tb, rows, N, K, one, a_r, va.ld, bp, vb.ld, zero, c + r0 * N, N);
     else
-      ob.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, rows, N, K, one, a_r,
-               lda, bp, ldb, zero, c + r0 * N, N);
+      ob.dgemm(kRowMajor, ta, tb, rows, N, K, one, a_r, va.ld, bp, vb.ld, zero, c + r0 * N, N);
   };
   // one OpenBLAS thread per team member, each its rows of C (whole SIMD-friendly blocks)
   const int nt = team_size(M, 64);
@@ -81,13 +94,6 @@ void openblas_rows(const OpenBlas& ob, int64_t M, int64_t N, int64_t K, const at
         gemm(s.begin, s.len);
       }))
     gemm(0, M);
-}
-
-// A row-major view BLAS can take as is (or transposed): a unit stride in one dimension
-// and a leading dimension that covers the other.
-bool blas_layout(const at::Tensor& t) {
-  return t.dim() == 2 && ((t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1))) ||
-                          (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0))));
 }
 
 }  // namespace
@@ -135,8 +141,8 @@ at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
       b.scalar_type() != dt || a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(0) ||
       std::max({a.size(0), a.size(1), b.size(1)}) >= (int64_t(1) << 31))
     return at::mm(a, b);  // (at::mm also gives the errors for bad operands)
-  const auto A = blas_layout(a) ? a : a.contiguous();
-  const auto B = blas_layout(b) ? b : b.contiguous();
+  const auto A = blas_view(a).ok ? a : a.contiguous();
+  const auto B = blas_view(b).ok ? b : b.contiguous();
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   auto c = empty_cached({M, N}, dt);
   if (M == 0 || N == 0) return c;
