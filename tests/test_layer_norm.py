@@ -533,3 +533,45 @@ def test_layer_norm_takes_the_reference_loop_on_every_device(monkeypatch):
     torchlstm.LSTMCell(3, 4, layer_norm=True)(x[0])
     with pytest.raises(AssertionError, match="layer_forward called"):
         torchlstm.LSTM(3, 4)(x)
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2,
+                                     "peephole": True}, {"zoneout": 0.3, "bias": False}],
+                         ids=["plain", "stacked-bidirectional-proj-peephole", "zoneout-nobias"])
+def test_onnx_export_onnxruntime(kw, tmp_path):
+    """ONNX (dynamo=True): the layer norms decompose into standard ops (the reference loop
+    is traced: LayerNormalization nodes over the unrolled steps; no torchlstm op is left),
+    and onnxruntime gives the module's numbers."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+    torch.manual_seed(17)
+    m = torchlstm.LSTM(3, 6, layer_norm=True, **kw).eval()
+    randomise_ln(m)
+    x = torch.randn(5, 2, 3)
+    prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False)
+    op_types = {n.op_type for n in prog.model.graph}
+    domains = {n.domain for n in prog.model.graph}
+    assert "LayerNormalization" in op_types, op_types
+    assert not any("torchlstm" in d for d in domains), domains
+    path = str(tmp_path / "m.onnx")
+    prog.save(path)
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = [torch.from_numpy(a) for a in s.run(None, {s.get_inputs()[0].name: x.numpy()})]
+    with torch.no_grad():
+        out, (h, c) = m(x)
+    assert_all_close(got, [out, h, c], 1e-5)
+
+
+def test_torch_export_and_jit_trace():
+    torch.manual_seed(19)
+    m = torchlstm.LSTM(3, 5, num_layers=2, layer_norm=True, peephole=True).eval()
+    randomise_ln(m)
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        want = m(x)
+        got = torch.export.export(m, (x,)).module()(x)
+        traced = torch.jit.trace(m, (x,))
+        got_t = traced(x.clone())
+    for g in (got, got_t):
+        assert_all_close([g[0], *g[1]], [want[0], *want[1]], 1e-6)

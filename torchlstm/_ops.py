@@ -70,6 +70,7 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
             or w.ln_ih is not None):
         ln = {}
         if w.ln_ih is not None:
+            _check_layer_norm(x, w)
             ln = dict(ln_ih=w.ln_ih, ln_hh=w.ln_hh, ln_c=w.ln_c, ln_bc=w.ln_bc,
                       layer_norm_eps=layer_norm_eps)
         return _reference.layer_forward(
@@ -80,6 +81,26 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
     op = ops.layer_forward if need_grad else ops.layer_inference
     return op(x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask, reverse, activation,
               recurrent_activation, *reg, w.w_ch)[:3]
+
+
+def _check_layer_norm(x: Tensor, w: LayerWeights) -> None:
+    """The layer-norm parameters of one layer: all four, 1-D of their sizes, the dtype of
+    w_ih and the device of the input (errors name the argument, as the ops' checks do)."""
+    H = w.w_hh.shape[0] // 4
+    for name, t, size in (("ln_weight_ih", w.ln_ih, 4 * H), ("ln_weight_hh", w.ln_hh, 4 * H),
+                          ("ln_weight_c", w.ln_c, H), ("ln_bias_c", w.ln_bc, H)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"torchlstm layer norm: {name} must be a tensor, got "
+                            f"{type(t).__name__}")
+        if tuple(t.shape) != (size,):
+            raise ValueError(f"torchlstm layer norm: {name} must have shape [{size}] "
+                             f"({'4*' if size == 4 * H else ''}hidden_size), got {list(t.shape)}")
+        if t.dtype != w.w_ih.dtype:
+            raise TypeError(f"torchlstm layer norm: {name} must have the dtype of w_ih "
+                            f"({w.w_ih.dtype}), got {t.dtype}")
+        if t.device != x.device:
+            raise RuntimeError(f"torchlstm layer norm: {name} must be on the device of input "
+                               f"({x.device}), got {t.device}")
 
 
 # --------------------------------------------------------------------------- fake kernels
