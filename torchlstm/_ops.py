@@ -86,6 +86,9 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
 def _check_layer_norm(x: Tensor, w: LayerWeights) -> None:
     """The layer-norm parameters of one layer: all four, 1-D of their sizes, the dtype of
     w_ih and the device of the input (errors name the argument, as the ops' checks do)."""
+    if x.is_complex():
+        raise TypeError(f"torchlstm layer norm: complex inputs ({x.dtype}) are not supported "
+                        "(layer_norm=True takes real dtypes)")
     H = w.w_hh.shape[0] // 4
     for name, t, size in (("ln_weight_ih", w.ln_ih, 4 * H), ("ln_weight_hh", w.ln_hh, 4 * H),
                           ("ln_weight_c", w.ln_c, H), ("ln_bias_c", w.ln_bc, H)):
