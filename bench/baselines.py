@@ -35,6 +35,9 @@ class LoopLSTM(torch.nn.Module):
              getattr(m, "bias_hh_l0", None), getattr(m, "weight_hr_l0", None))
         # the cell variants, as the same step takes them
         extra = {"w_ch": m.weight_ch_l0} if m.options.peephole else {}
+        if m.options.layer_norm:
+            extra.update(ln_ih=m.ln_weight_ih_l0, ln_hh=m.ln_weight_hh_l0, ln_c=m.ln_weight_c_l0,
+                         ln_bc=m.ln_bias_c_l0, layer_norm_eps=m.options.layer_norm_eps)
         B = x.shape[1]
         h = x.new_zeros(B, m.proj_size or m.hidden_size)
         c = x.new_zeros(B, m.hidden_size)

@@ -22,8 +22,8 @@ roofline's ceiling; CPU); "of GEMM peak" by a large torch.mm (the best the libra
 training memory that differs between implementations), torchlstm / nn.LSTM.
 Writes DIR/results.json (all figures, machine, versions, date) and DIR/ratios.png.
 
-The cell variants' rows (issue 16: "peephole" in the full run, "peephole small" in
---quick): torchlstm with the variant beside the plain torchlstm.LSTM of the same sizes
+The cell variants' rows (issue 16: "peephole" and "layer_norm" in the full run,
+"peephole small" and "layer_norm small" in --quick): torchlstm with the variant beside the plain torchlstm.LSTM of the same sizes
 ("torchlstm plain") and the eager loop of the same variant (nn.LSTM has no variants),
 printed again in a table of their own with "variant / plain" = variant time / plain time
 (the JSON's ratio["torchlstm plain"] is its inverse, as every ratio there).
@@ -83,9 +83,11 @@ MODES = ("inference", "forward+backward")
 KERAS_CASE = ("headline", 100, 32, 128, 256)
 # The cell variants (issue 16): options nn.LSTM lacks; their rows add the plain
 # torchlstm.LSTM of the same sizes as a contender
-VARIANT_OPTIONS = ("peephole",)
-CASES = CASES + [("peephole", 100, 32, 128, 256, {"peephole": True})]
-QUICK_CASES = QUICK_CASES + [("peephole small", 20, 4, 32, 64, {"peephole": True})]
+VARIANT_OPTIONS = ("peephole", "layer_norm")
+CASES = CASES + [("peephole", 100, 32, 128, 256, {"peephole": True}),
+                 ("layer_norm", 100, 32, 128, 256, {"layer_norm": True})]
+QUICK_CASES = QUICK_CASES + [("peephole small", 20, 4, 32, 64, {"peephole": True}),
+                             ("layer_norm small", 20, 4, 32, 64, {"layer_norm": True})]
 
 
 def cpu_model():

@@ -28,12 +28,14 @@ def test_bench_quick_runs(tmp_path):
         assert row["page_faults_per_call"]["torchlstm"] >= 0
     assert "page faults / call" in r.stdout
     # a cell variant's rows (issue 16) time the plain torchlstm of the same size beside it
-    variant = [row for row in data["rows"] if row["case"] == "peephole small"]
-    assert len(variant) == 2
+    variant = [row for row in data["rows"] if row["case"] in ("peephole small",
+                                                               "layer_norm small")]
+    assert len(variant) == 4
     for row in variant:
         assert set(row["ms"]) == {"torchlstm", "torchlstm plain", "eager loop"}
         assert row["ratio"]["torchlstm plain"] > 0
     assert "cell variants (issue 16)" in r.stdout and "| peephole small |" in r.stdout
+    assert "| layer_norm small |" in r.stdout
     assert (tmp_path / "ratios.png").stat().st_size > 1000
 
 

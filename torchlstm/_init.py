@@ -16,14 +16,19 @@ def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
     torch: U(-1/sqrt(H), 1/sqrt(H)) for every parameter in registration order (nn.LSTM).
     keras: glorot_uniform weight_ih (and weight_hr), orthogonal weight_hh, zero biases;
     the peephole weights (weight_ch, which Keras 3 has not) U(-1/sqrt(H), 1/sqrt(H)) too.
-    unit_forget_bias: the forget-gate bias totals 1 (bias_ih's slice 1, bias_hh's 0)."""
+    unit_forget_bias: the forget-gate bias totals 1 (bias_ih's slice 1, bias_hh's 0).
+    Layer-norm parameters (ln_*): scales ones, the shift zeros, with either init; they
+    draw nothing from the RNG (so the other weights are nn.LSTM's for a seed)."""
     with torch.no_grad():
+        ln = {id(t) for w in groups for t in (w.ln_ih, w.ln_hh, w.ln_c, w.ln_bc)
+              if t is not None}
         if init_name == "torch":
             stdv = 1.0 / math.sqrt(hidden_size)
             for weight in module.parameters():
-                init.uniform_(weight, -stdv, stdv)
+                if id(weight) not in ln:
+                    init.uniform_(weight, -stdv, stdv)
         else:
-            for w_ih, w_hh, b_ih, b_hh, w_hr, w_ch in groups:
+            for w_ih, w_hh, b_ih, b_hh, w_hr, w_ch, *_ in groups:
                 if w_ch is not None:
                     init.uniform_(w_ch, -1.0 / math.sqrt(hidden_size), 1.0 / math.sqrt(hidden_size))
                 init.xavier_uniform_(w_ih)  # Keras' glorot_uniform on kernel = w_ih.T
@@ -33,6 +38,12 @@ def apply(module: nn.Module, groups, hidden_size: int, init_name: str,
                 for b in (b_ih, b_hh):
                     if b is not None:
                         b.zero_()
+        for w in groups:
+            for scale in (w.ln_ih, w.ln_hh, w.ln_c):
+                if scale is not None:
+                    scale.fill_(1.0)
+            if w.ln_bc is not None:
+                w.ln_bc.zero_()
         if unit_forget_bias:
             for _, _, b_ih, b_hh, *_ in groups:
                 if b_ih is not None:

@@ -28,6 +28,12 @@ class LayerWeights(NamedTuple):
     b_hh: Optional[Tensor]
     w_hr: Optional[Tensor]
     w_ch: Optional[Tensor] = None  # peephole weights (3H: i, f, o)
+    # layer_norm=True: the scales of LN(W_ih x) (4H) and LN(W_hh h) (4H), the scale and
+    # shift of LN(c) (H); all four or none
+    ln_ih: Optional[Tensor] = None
+    ln_hh: Optional[Tensor] = None
+    ln_c: Optional[Tensor] = None
+    ln_bc: Optional[Tensor] = None
 
 
 class LayerRegularizers(NamedTuple):
@@ -52,19 +58,52 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optional[Tensor],
               reverse: bool, activation, recurrent_activation,
-              reg: LayerRegularizers = NO_REGULARIZERS, need_grad: bool = True):
+              reg: LayerRegularizers = NO_REGULARIZERS, need_grad: bool = True,
+              layer_norm_eps: float = 1e-5):
     """One layer and direction over a time-major sequence x (T,B,I):
     (output (T,B,Hout), h_n (B,Hout), c_n (B,H)). activation, recurrent_activation: kernel
     ids, or callables; callables and dtypes the kernels lack (complex) take the reference
-    loop, with autograd. need_grad=False runs the inference op, which saves nothing."""
-    if callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES:
+    loop, with autograd. need_grad=False runs the inference op, which saves nothing.
+    Layer normalisation (w.ln_ih given) takes the reference loop too: the kernels do not
+    have it yet (a correct, unfused path, as for callable activations)."""
+    if (callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES
+            or w.ln_ih is not None):
+        ln = {}
+        if w.ln_ih is not None:
+            _check_layer_norm(x, w)
+            ln = dict(ln_ih=w.ln_ih, ln_hh=w.ln_hh, ln_c=w.ln_c, ln_bc=w.ln_bc,
+                      layer_norm_eps=layer_norm_eps)
         return _reference.layer_forward(
             x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask=mask, reverse=reverse,
             act=activations.as_function(activation),
-            ract=activations.as_function(recurrent_activation), **reg._asdict(), w_ch=w.w_ch)
+            ract=activations.as_function(recurrent_activation), **reg._asdict(), w_ch=w.w_ch,
+            **ln)
     op = ops.layer_forward if need_grad else ops.layer_inference
     return op(x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask, reverse, activation,
               recurrent_activation, *reg, w.w_ch)[:3]
+
+
+def _check_layer_norm(x: Tensor, w: LayerWeights) -> None:
+    """The layer-norm parameters of one layer: all four, 1-D of their sizes, the dtype of
+    w_ih and the device of the input (errors name the argument, as the ops' checks do)."""
+    if x.is_complex():
+        raise TypeError(f"torchlstm layer norm: complex inputs ({x.dtype}) are not supported "
+                        "(layer_norm=True takes real dtypes)")
+    H = w.w_hh.shape[0] // 4
+    for name, t, size in (("ln_weight_ih", w.ln_ih, 4 * H), ("ln_weight_hh", w.ln_hh, 4 * H),
+                          ("ln_weight_c", w.ln_c, H), ("ln_bias_c", w.ln_bc, H)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"torchlstm layer norm: {name} must be a tensor, got "
+                            f"{type(t).__name__}")
+        if tuple(t.shape) != (size,):
+            raise ValueError(f"torchlstm layer norm: {name} must have shape [{size}] "
+                             f"({'4*' if size == 4 * H else ''}hidden_size), got {list(t.shape)}")
+        if t.dtype != w.w_ih.dtype:
+            raise TypeError(f"torchlstm layer norm: {name} must have the dtype of w_ih "
+                            f"({w.w_ih.dtype}), got {t.dtype}")
+        if t.device != x.device:
+            raise RuntimeError(f"torchlstm layer norm: {name} must be on the device of input "
+                               f"({x.device}), got {t.device}")
 
 
 # --------------------------------------------------------------------------- fake kernels

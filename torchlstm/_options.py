@@ -54,11 +54,14 @@ class CellOptions:
     init: str = "torch"
     unit_forget_bias: bool = False
     peephole: bool = False  # peephole connections (a weight_ch parameter per layer)
+    layer_norm: bool = False  # layer-normalised LSTM (ln_* parameters per layer)
+    layer_norm_eps: float = 1e-5
 
     @classmethod
     def make(cls, owner: str, activation="tanh", recurrent_activation="sigmoid",
              input_dropout=0.0, recurrent_dropout=0.0, zoneout=0.0, seed=None,
-             init="torch", unit_forget_bias=False, peephole=False) -> "CellOptions":
+             init="torch", unit_forget_bias=False, peephole=False, layer_norm=False,
+             layer_norm_eps=1e-5) -> "CellOptions":
         """Checks every option (a clear error naming it) and resolves the activations.
         ``owner`` names the module in the warning for a callable activation."""
         act_id = activations.resolve_or_callable(activation, "activation")
@@ -81,11 +84,15 @@ class CellOptions:
             seed = int(seed)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        check_bool(unit_forget_bias=unit_forget_bias, peephole=peephole)
+        check_bool(unit_forget_bias=unit_forget_bias, peephole=peephole, layer_norm=layer_norm)
+        if (not isinstance(layer_norm_eps, numbers.Real) or isinstance(layer_norm_eps, bool)
+                or not 0 < layer_norm_eps < float("inf")):
+            raise ValueError(f"layer_norm_eps should be a positive finite number, got "
+                             f"{layer_norm_eps!r}")
         options = cls(activation, recurrent_activation, act_id, ract_id,
                       _rate("input_dropout", input_dropout),
                       _rate("recurrent_dropout", recurrent_dropout), zoneout, zh, zc, seed, init,
-                      unit_forget_bias, peephole)
+                      unit_forget_bias, peephole, layer_norm, float(layer_norm_eps))
         unfused = [n for n, v in (("activation", act_id), ("recurrent_activation", ract_id))
                    if callable(v)]
         if unfused:
@@ -129,6 +136,10 @@ class CellOptions:
             s += ", unit_forget_bias=True"
         if self.peephole:
             s += ", peephole=True"
+        if self.layer_norm:
+            s += ", layer_norm=True"
+        if self.layer_norm_eps != 1e-5:
+            s += f", layer_norm_eps={self.layer_norm_eps}"
         for name in ("input_dropout", "recurrent_dropout", "zoneout"):
             if getattr(self, name) != 0:
                 s += f", {name}={getattr(self, name)}"
@@ -149,6 +160,8 @@ class CellOptionAttributes:
     init = property(lambda self: self.options.init)
     unit_forget_bias = property(lambda self: self.options.unit_forget_bias)
     peephole = property(lambda self: self.options.peephole)
+    layer_norm = property(lambda self: self.options.layer_norm)
+    layer_norm_eps = property(lambda self: self.options.layer_norm_eps)
 
 
 class KerasOptionAttributes:

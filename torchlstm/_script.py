@@ -49,6 +49,9 @@ def _check_cell_options(module: nn.Module) -> None:
         if getattr(o, name) != 0:
             _refuse(module, name, getattr(o, name), "Keras dropout and zoneout are not "
                     "supported in TorchScript")
+    if o.layer_norm:
+        _refuse(module, "layer_norm", True, "the scripted twin calls the fused ops, which "
+                "do not take layer normalisation (export it with torch.export or ONNX)")
 
 
 def scriptable_lstm(module: nn.Module) -> "ScriptLSTM":

@@ -63,7 +63,8 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
             out, h, c = run_layer(x, h0[k], c0[k], w, mask=mask, reverse=d == 1,
                                   activation=options.activation_id,
                                   recurrent_activation=options.recurrent_activation_id,
-                                  reg=reg, need_grad=need_grad)
+                                  reg=reg, need_grad=need_grad,
+                                  layer_norm_eps=options.layer_norm_eps)
             outs.append(out)
             h_n.append(h)
             c_n.append(c)

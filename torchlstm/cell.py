@@ -25,7 +25,9 @@ class LSTMCell(CellOptionAttributes, nn.Module):
     run it over a sequence (fused: no Python loop over time).
 
     ``peephole=True`` adds peephole connections (``weight_ch`` (3H): p_i, p_f, p_o; see
-    :class:`torchlstm.LSTM`). ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and
+    :class:`torchlstm.LSTM`). ``layer_norm=True`` (``layer_norm_eps``) is the
+    layer-normalised cell of :class:`torchlstm.LSTM` (``ln_weight_ih``, ``ln_weight_hh``
+    (4H), ``ln_weight_c``, ``ln_bias_c`` (H)). ``input_dropout``, ``recurrent_dropout``, ``zoneout`` and
     ``seed`` are
     :class:`torchlstm.LSTM`'s. They are meant for ``RNN(cell)``, which draws the dropout
     masks once per sequence. A cell called on its own cannot know where a sequence starts,
@@ -38,12 +40,13 @@ class LSTMCell(CellOptionAttributes, nn.Module):
                  dtype=None, *, activation="tanh", recurrent_activation="sigmoid",
                  init: str = "torch", unit_forget_bias: bool = False,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
-                 seed=None, peephole: bool = False) -> None:
+                 seed=None, peephole: bool = False, layer_norm: bool = False,
+                 layer_norm_eps: float = 1e-5) -> None:
         super().__init__()
         check_cell_sizes(input_size, hidden_size)
         self.options = CellOptions.make(
             "LSTMCell", activation, recurrent_activation, input_dropout, recurrent_dropout,
-            zoneout, seed, init, unit_forget_bias, peephole)
+            zoneout, seed, init, unit_forget_bias, peephole, layer_norm, layer_norm_eps)
         self._rng = SeededGenerator(self.options.seed)
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
@@ -59,6 +62,11 @@ class LSTMCell(CellOptionAttributes, nn.Module):
             self.register_parameter("bias_hh", None)
         if peephole:
             self.weight_ch = nn.Parameter(torch.empty(3 * hidden_size, **factory))
+        if layer_norm:
+            self.ln_weight_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.ln_weight_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.ln_weight_c = nn.Parameter(torch.empty(hidden_size, **factory))
+            self.ln_bias_c = nn.Parameter(torch.empty(hidden_size, **factory))
         self.reset_parameters()
 
 
@@ -71,8 +79,10 @@ class LSTMCell(CellOptionAttributes, nn.Module):
 
     def layer_weights(self) -> list[LayerWeights]:
         """The cell's parameters as the one layer RNN(cell) runs."""
+        ln = ((self.ln_weight_ih, self.ln_weight_hh, self.ln_weight_c, self.ln_bias_c)
+              if self.options.layer_norm else ())
         return [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None,
-                             self.weight_ch if self.options.peephole else None)]
+                             self.weight_ch if self.options.peephole else None, *ln)]
 
     def generator(self, device: torch.device):
         """The generator of this cell's masks for a call on ``device`` (None: global RNG)."""
@@ -90,8 +100,11 @@ class LSTMCell(CellOptionAttributes, nn.Module):
 
     def check_input(self, input: Tensor) -> None:
         """dtype, device and feature size of a (batch, input_size) input."""
+        ln = (("ln_weight_ih", "ln_weight_hh", "ln_weight_c", "ln_bias_c")
+              if self.options.layer_norm else ())
         check_parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                                "weight_ch" if self.options.peephole else None), input, False)
+                                "weight_ch" if self.options.peephole else None, *ln), input,
+                         False)
         w = self.weight_ih
         if input.dtype != w.dtype and autocast_dtype(input) is None:  # autocast: cast later
             raise ValueError(f"LSTMCell input dtype ({input.dtype}) does not match weight dtype "

@@ -16,6 +16,11 @@ Peepholes (``peephole=True``; Keras 3's LSTM has none): after each bias come thr
 arrays, the input, forget and output gates' peephole weights — the layout of
 tf.keras.experimental.PeepholeLSTMCell's ``input_gate_peephole_weights``,
 ``forget_gate_peephole_weights``, ``output_gate_peephole_weights`` — weight_ch's thirds.
+
+Layer normalisation (``layer_norm=True``; Keras 3's LSTM has none): after those, four
+arrays — the scales of LN(x W) (4u,) and LN(h U) (4u,), in Keras' gate order i, f, c, o
+(torch's), then the scale and shift of LN(c) (u,): ln_weight_ih, ln_weight_hh,
+ln_weight_c, ln_bias_c as they are.
 """
 from __future__ import annotations
 
@@ -39,7 +44,9 @@ def _groups(module: nn.Module) -> list[tuple]:
         if getattr(module, "proj_size", 0):
             raise ValueError("Keras' LSTM has no projection: an LSTM with proj_size > 0 has "
                              "no Keras weights")
-        return [(w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_ch) for w in module.layer_weights()]
+        return [(w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_ch,
+                 None if w.ln_ih is None else (w.ln_ih, w.ln_hh, w.ln_c, w.ln_bc))
+                for w in module.layer_weights()]
     raise TypeError(f"expected a torchlstm LSTM, LSTMCell or RNN, got {type(module).__name__}")
 
 
@@ -48,12 +55,14 @@ def get(module: nn.Module) -> list[np.ndarray]:
     direction (no bias entry when the module has no biases; then the three peephole
     arrays with peephole=True)."""
     out = []
-    for w_ih, w_hh, b_ih, b_hh, w_ch in _groups(module):
+    for w_ih, w_hh, b_ih, b_hh, w_ch, ln in _groups(module):
         out += [w_ih.detach().cpu().numpy().T.copy(), w_hh.detach().cpu().numpy().T.copy()]
         if b_ih is not None:
             out.append((b_ih + b_hh).detach().cpu().numpy())
         if w_ch is not None:
             out += [p.detach().cpu().numpy().copy() for p in w_ch.chunk(3)]
+        if ln is not None:
+            out += [p.detach().cpu().numpy().copy() for p in ln]
     return out
 
 
@@ -61,14 +70,16 @@ def set(module: nn.Module, arrays: Sequence[np.ndarray]) -> None:  # noqa: A001
     """Copy Keras arrays (as from ``keras_layer.get_weights()``) into the module."""
     groups = _groups(module)
     has_bias, peep = groups[0][2] is not None, groups[0][4] is not None
-    per = 2 + has_bias + 3 * peep
+    has_ln = groups[0][5] is not None
+    per = 2 + has_bias + 3 * peep + 4 * has_ln
     arrays = list(arrays)
     if len(arrays) != per * len(groups):
         raise ValueError(f"expected {per * len(groups)} Keras arrays ({len(groups)} x "
                          f"[kernel, recurrent_kernel{', bias' if has_bias else ''}"
-                         f"{', 3 peephole weights' if peep else ''}]), got {len(arrays)}")
+                         f"{', 3 peephole weights' if peep else ''}"
+                         f"{', 4 layer-norm weights' if has_ln else ''}]), got {len(arrays)}")
     with torch.no_grad():
-        for k, (w_ih, w_hh, b_ih, b_hh, w_ch) in enumerate(groups):
+        for k, (w_ih, w_hh, b_ih, b_hh, w_ch, ln) in enumerate(groups):
             a = [torch.as_tensor(np.asarray(x)) for x in arrays[per * k: per * (k + 1)]]
             for name, src, dst in (("kernel", a[0].t(), w_ih), ("recurrent_kernel", a[1].t(), w_hh)):
                 if tuple(src.shape) != tuple(dst.shape):
@@ -89,6 +100,15 @@ def set(module: nn.Module, arrays: Sequence[np.ndarray]) -> None:  # noqa: A001
                         raise ValueError(f"Keras {name}_gate_peephole_weights #{k}: expected "
                                          f"shape ({H},), got {tuple(p.shape)}")
                     w_ch[q * H:(q + 1) * H] = p
+            if has_ln:
+                first = 2 + has_bias + 3 * peep
+                for q, (name, dst) in enumerate(zip(("ln_weight_ih", "ln_weight_hh",
+                                                     "ln_weight_c", "ln_bias_c"), ln)):
+                    p = a[first + q]
+                    if tuple(p.shape) != tuple(dst.shape):
+                        raise ValueError(f"Keras layer-norm weight {name} #{k}: expected shape "
+                                         f"{tuple(dst.shape)}, got {tuple(p.shape)}")
+                    dst.copy_(p)
 
 
 def load_h5(module: nn.Module, path: str, layers: Union[str, Iterable[str], None] = None) -> None:

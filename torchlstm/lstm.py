@@ -24,7 +24,7 @@ def check_parameters(module: nn.Module, names, x: Tensor, bias_required: bool) -
             continue
         t = getattr(module, name)
         if t is None:
-            if name.startswith("weight") or bias_required:
+            if name.startswith(("weight", "ln_")) or bias_required:
                 raise TypeError(f"{type(module).__name__}: parameter {name} is None (expected "
                                 "a Tensor)")
             continue
@@ -64,6 +64,17 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
       zoneout its blend): ``a_i += p_i c_{t-1}``, ``a_f += p_f c_{t-1}``, ``a_o += p_o c_t``,
       one parameter ``weight_ch_l{k}`` (3H: p_i, p_f, p_o; ``_reverse`` for the second
       direction), initialised U(-1/sqrt(H), 1/sqrt(H)). Fused in the kernels.
+    * ``layer_norm`` (Ba et al. 2016; haste's LayerNormLSTM): per layer and direction
+      ``a = LN(W_ih x_t; γ_ih) + LN(W_hh h_{t-1}; γ_hh) + b_ih + b_hh`` (each LN over the
+      whole 4H row, a scale and no shift; peephole terms added after it), ``c_t`` as usual
+      (carried un-normalised), ``h_t = σ(a_o) act(LN(c_t; γ_c, β_c))`` over H, then the
+      projection; ``σ`` / ``act`` are ``recurrent_activation`` / ``activation``. Parameters
+      ``ln_weight_ih_l{k}`` (4H), ``ln_weight_hh_l{k}`` (4H), ``ln_weight_c_l{k}`` (H),
+      ``ln_bias_c_l{k}`` (H) (``_reverse`` for the second direction), initialised to ones
+      and zeros (they draw nothing from the RNG: the other weights are nn.LSTM's for a
+      seed). ``layer_norm_eps`` (default 1e-5) is the variance epsilon. Zoneout blends the
+      carried (un-normalised) ``c`` and ``h``; a masked step carries both over; LN(c) only
+      turns the fresh ``c~`` into ``h~``. Runs the reference loop (not yet fused).
     * ``seed``: an int makes the masks reproducible: the module draws them from its own
       ``torch.Generator`` (on the input's device, seeded once), so the same seed and the
       same calls give the same masks. Without it, the global RNG (``torch.manual_seed``).
@@ -81,12 +92,13 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                  zero_output_for_mask: bool = False, stateful: bool = False,
                  init: str = "torch", unit_forget_bias: bool = False,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout=0.0,
-                 seed: Optional[int] = None, peephole: bool = False) -> None:
+                 seed: Optional[int] = None, peephole: bool = False,
+                 layer_norm: bool = False, layer_norm_eps: float = 1e-5) -> None:
         super().__init__()
         check_rnn_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
         self.options = CellOptions.make(
             "LSTM", activation, recurrent_activation, input_dropout, recurrent_dropout, zoneout,
-            seed, init, unit_forget_bias, peephole)
+            seed, init, unit_forget_bias, peephole, layer_norm, layer_norm_eps)
         self.keras = KerasOptions.make(return_sequences, return_state, go_backwards,
                                        zero_output_for_mask, stateful)
         self.mode = "LSTM"  # as nn.LSTM (code that inspects RNNBase modules reads it)
@@ -119,6 +131,9 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                     shapes["weight_hr"] = (proj_size, hidden_size)
                 if peephole:
                     shapes["weight_ch"] = (3 * hidden_size,)
+                if layer_norm:
+                    shapes.update(ln_weight_ih=(4 * hidden_size,), ln_weight_hh=(4 * hidden_size,),
+                                  ln_weight_c=(hidden_size,), ln_bias_c=(hidden_size,))
                 names = []
                 for base, shape in shapes.items():
                     name = f"{base}_l{layer}{suffix}"
@@ -129,7 +144,8 @@ class LSTM(CellOptionAttributes, KerasOptionAttributes, nn.Module):
                 self._weight_names.append(tuple(
                     f"{base}_l{layer}{suffix}" if base in shapes else None
                     for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                                 "weight_ch")))
+                                 "weight_ch", "ln_weight_ih", "ln_weight_hh", "ln_weight_c",
+                                 "ln_bias_c")))
         self.reset_parameters()
 
 
