@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../backend_bindings.h"
 #include "blas.h"
@@ -18,27 +19,43 @@ namespace torchlstm {
 namespace cpu {
 
 namespace {
-const char* const kStepGemmNames[] = {"auto", "blas", "avx2", "avx512"};
+// The names of each engine choice, in the order of its enum (blas.h, large_gemm.h).
+const std::vector<std::string> kStepGemmNames = {"auto", "blas", "avx2", "avx512"};
+const std::vector<std::string> kLargeGemmNames = {"auto", "mkl", "openblas"};
 
-StepGemm step_gemm_named(const std::string& name) {
-  for (int i = 0; i < 4; ++i)
-    if (name == kStepGemmNames[i]) return static_cast<StepGemm>(i);
-  throw std::invalid_argument("torchlstm: the CPU GEMM must be one of 'auto', 'blas', 'avx2', "
-                              "'avx512', got '" + name + "'");
+// The enum value named `name` among `names`, or an invalid_argument naming the choices.
+template <typename E>
+E choice_named(const std::vector<std::string>& names, const std::string& name,
+               const char* what) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (name == names[i]) return static_cast<E>(i);
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
+  throw std::invalid_argument(std::string("torchlstm: the ") + what + " must be one of " + list +
+                              ", got '" + name + "'");
+}
+
+// The start value of a choice: the environment variable, or auto. A bad value is
+// reported once on stderr and ignored (this runs inside the first op call: no exception
+// there).
+template <typename E>
+E choice_from_env(const char* var, const std::vector<std::string>& names, const char* what) {
+  const char* v = std::getenv(var);
+  if (!v || !*v) return static_cast<E>(0);
+  try {
+    return choice_named<E>(names, v, what);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s (%s); using 'auto'\n", e.what(), var);
+    return static_cast<E>(0);
+  }
 }
 }  // namespace
 
-// The start value of the choice: TORCHLSTM_CPU_GEMM, or auto. A bad value is reported
-// once on stderr and ignored (this runs inside the first op call: no exception there).
 StepGemm step_gemm_from_env() {
-  const char* v = std::getenv("TORCHLSTM_CPU_GEMM");
-  if (!v || !*v) return StepGemm::AUTO;
-  try {
-    return step_gemm_named(v);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "%s (TORCHLSTM_CPU_GEMM); using 'auto'\n", e.what());
-    return StepGemm::AUTO;
-  }
+  return choice_from_env<StepGemm>("TORCHLSTM_CPU_GEMM", kStepGemmNames, "CPU GEMM");
+}
+LargeGemm large_gemm_from_env() {
+  return choice_from_env<LargeGemm>("TORCHLSTM_CPU_BLAS", kLargeGemmNames, "CPU BLAS");
 }
 
 double fma_peak_gflops(const std::string& isa, int threads, double seconds);  // fma_peak.cpp
@@ -56,12 +73,12 @@ void bind(pybind11::module_& m) {
   m.def(
       "set_cpu_gemm",
       [](const std::string& name) {
-        const StepGemm want = step_gemm_named(name);
+        const StepGemm want = choice_named<StepGemm>(kStepGemmNames, name, "CPU GEMM");
         if ((want == StepGemm::AVX2 && !panel_isa_supported(PanelIsa::AVX2)) ||
             (want == StepGemm::AVX512 && !panel_isa_supported(PanelIsa::AVX512)))
           throw std::invalid_argument("torchlstm: this CPU cannot run the '" + name +
                                       "' GEMM kernel");
-        return std::string(kStepGemmNames[step_gemm_choice().exchange(static_cast<int>(want))]);
+        return kStepGemmNames[step_gemm_choice().exchange(static_cast<int>(want))];
       },
       "the GEMM of the CPU time loops' float32 products: 'auto' (the widest micro-kernel the "
       "CPU has), 'blas', 'avx2', 'avx512'; returns the previous setting");
@@ -93,12 +110,8 @@ void bind(pybind11::module_& m) {
   m.def(
       "set_cpu_blas",
       [](const std::string& name) {
-        const char* const names[] = {"auto", "mkl", "openblas"};
-        for (int i = 0; i < 3; ++i)
-          if (name == names[i])
-            return std::string(names[static_cast<int>(set_large_gemm(static_cast<LargeGemm>(i)))]);
-        throw std::invalid_argument("torchlstm: the CPU BLAS must be one of 'auto', 'mkl', "
-                                    "'openblas', got '" + name + "'");
+        const LargeGemm want = choice_named<LargeGemm>(kLargeGemmNames, name, "CPU BLAS");
+        return kLargeGemmNames[static_cast<int>(set_large_gemm(want))];
       },
       "the BLAS of the CPU backward's large GEMMs: 'auto' (OpenBLAS on AMD CPUs where it is "
       "loaded, else MKL), 'mkl', 'openblas'; returns the previous setting");

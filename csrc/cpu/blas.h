@@ -83,7 +83,7 @@ inline bool use_avx512() {
 // torchlstm._C.set_cpu_gemm picks one, so the tests run every path on any machine;
 // TORCHLSTM_CPU_GEMM (auto, blas, avx2, avx512) sets the start value.
 enum class StepGemm : int { AUTO = 0, BLAS = 1, AVX2 = 2, AVX512 = 3 };
-StepGemm step_gemm_from_env();  // bindings_cpu.cpp (a bad value is refused there)
+StepGemm step_gemm_from_env();  // bindings_cpu.cpp (a bad value is reported there)
 inline std::atomic<int>& step_gemm_choice() {
   static std::atomic<int> choice{static_cast<int>(step_gemm_from_env())};
   return choice;

@@ -3,9 +3,6 @@
 #include <dlfcn.h>
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <algorithm>
 #include <mutex>
 #include <stdexcept>
@@ -32,17 +29,8 @@ struct OpenBlas {
 std::atomic<const OpenBlas*> g_openblas{nullptr};
 std::mutex g_load_mutex;
 
-LargeGemm from_env() {
-  const char* v = std::getenv("TORCHLSTM_CPU_BLAS");
-  if (!v || !*v || !std::strcmp(v, "auto")) return LargeGemm::AUTO;
-  if (!std::strcmp(v, "mkl")) return LargeGemm::MKL;
-  if (!std::strcmp(v, "openblas")) return LargeGemm::OPENBLAS;
-  std::fprintf(stderr, "torchlstm: TORCHLSTM_CPU_BLAS must be auto, mkl or openblas, got '%s'; "
-                       "using 'auto'\n", v);
-  return LargeGemm::AUTO;
-}
 std::atomic<int>& choice() {
-  static std::atomic<int> c{static_cast<int>(from_env())};
+  static std::atomic<int> c{static_cast<int>(large_gemm_from_env())};
   return c;
 }
 

@@ -25,6 +25,7 @@ bool load_openblas(const std::string& path);
 bool openblas_loaded();
 
 enum class LargeGemm : int { AUTO = 0, MKL = 1, OPENBLAS = 2 };
+LargeGemm large_gemm_from_env();  // bindings_cpu.cpp (a bad value is reported there)
 // The engine in use now (AUTO resolved): MKL or OPENBLAS.
 LargeGemm large_gemm_engine();
 // Sets the choice (OPENBLAS refused, by an exception, where it is not loaded); returns

@@ -6,45 +6,52 @@
 namespace torchlstm {
 namespace cpu {
 
+#ifdef TORCHLSTM_PANEL_KERNELS
 // the two kernel builds (panel_gemm_avx2.cpp, panel_gemm_avx512.cpp)
 int64_t panel_width_avx2();
 int64_t panel_width_avx512();
-bool panel_avx2_built();
-bool panel_avx512_built();
 void panel_gemm_avx2(int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*,
                      int64_t, bool);
 void panel_gemm_avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*,
                        int64_t, bool);
 
 bool panel_isa_supported(PanelIsa isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
   switch (isa) {
     case PanelIsa::AVX2: {
-      static const bool yes = panel_avx2_built() && __builtin_cpu_supports("avx2") &&
-                              __builtin_cpu_supports("fma");
+      static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
       return yes;
     }
     case PanelIsa::AVX512: {
-      static const bool yes = panel_avx512_built() && __builtin_cpu_supports("avx512f");
+      static const bool yes = __builtin_cpu_supports("avx512f");
       return yes;
     }
     default:
       return false;
   }
-#else
-  (void)isa;
-  return false;
-#endif
 }
+
+int64_t panel_width(PanelIsa isa) {
+  return isa == PanelIsa::AVX512 ? panel_width_avx512() : panel_width_avx2();
+}
+
+void panel_gemm(PanelIsa isa, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
+                const float* packed, float* c, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (isa == PanelIsa::AVX512) panel_gemm_avx512(M, N, K, a, lda, packed, c, ldc, accumulate);
+  else panel_gemm_avx2(M, N, K, a, lda, packed, c, ldc, accumulate);
+}
+#else
+bool panel_isa_supported(PanelIsa) { return false; }
+// (never reached: no ISA is supported, so nothing is packed or multiplied here)
+int64_t panel_width(PanelIsa) { return 1; }
+void panel_gemm(PanelIsa, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                float*, int64_t, bool) {}
+#endif
 
 PanelIsa best_panel_isa() {
   if (panel_isa_supported(PanelIsa::AVX512)) return PanelIsa::AVX512;
   if (panel_isa_supported(PanelIsa::AVX2)) return PanelIsa::AVX2;
   return PanelIsa::NONE;
-}
-
-int64_t panel_width(PanelIsa isa) {
-  return isa == PanelIsa::AVX512 ? panel_width_avx512() : panel_width_avx2();
 }
 
 int64_t packed_floats(PanelIsa isa, int64_t K, int64_t N) {
@@ -77,13 +84,6 @@ void pack_panels(PanelIsa isa, const float* w, int64_t K, int64_t N, int64_t sk,
         for (int64_t j = 0; j < nr; ++j) p[k * nr + j] = j < cols ? w[k * sk + (n0 + j) * sn] : 0.f;
     }
   }
-}
-
-void panel_gemm(PanelIsa isa, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
-                const float* packed, float* c, int64_t ldc, bool accumulate) {
-  if (M <= 0 || N <= 0) return;
-  if (isa == PanelIsa::AVX512) panel_gemm_avx512(M, N, K, a, lda, packed, c, ldc, accumulate);
-  else panel_gemm_avx2(M, N, K, a, lda, packed, c, ldc, accumulate);
 }
 
 }  // namespace cpu

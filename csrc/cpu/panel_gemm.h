@@ -15,6 +15,12 @@
 
 #include <cstdint>
 
+// The kernels are built with GCC on x86-64 (they need `#pragma GCC target`); elsewhere
+// there are none and every choice falls back to BLAS.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TORCHLSTM_PANEL_KERNELS 1
+#endif
+
 namespace torchlstm {
 namespace cpu {
 

@@ -1,10 +1,12 @@
 // panel_gemm_avx2.cpp — panel_kernel.h compiled for AVX2 + FMA (8-float vectors), tiles
 // of 6 rows x 16 columns: 12 accumulators, 2 panel loads and 6 broadcasts per k (the
 // 16 ymm registers allow no larger tile). See panel_gemm.h.
+#include "panel_gemm.h"
+
 #include <algorithm>
 #include <cstdint>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef TORCHLSTM_PANEL_KERNELS
 #include <immintrin.h>
 
 #pragma GCC push_options
@@ -49,17 +51,7 @@ void panel_gemm_avx2(int64_t M, int64_t N, int64_t K, const float* a, int64_t ld
                      const float* packed, float* c, int64_t ldc, bool accumulate) {
   tl_panel_avx2::panel_gemm_impl(M, N, K, a, lda, packed, c, ldc, accumulate);
 }
-bool panel_avx2_built() { return true; }
 }  // namespace cpu
 }  // namespace torchlstm
 
-#else  // not GCC on x86-64: no kernel (panel_gemm.cpp never calls it)
-namespace torchlstm {
-namespace cpu {
-int64_t panel_width_avx2() { return 16; }
-void panel_gemm_avx2(int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*,
-                     int64_t, bool) {}
-bool panel_avx2_built() { return false; }
-}  // namespace cpu
-}  // namespace torchlstm
-#endif
+#endif  // TORCHLSTM_PANEL_KERNELS

@@ -1,10 +1,12 @@
 // panel_gemm_avx512.cpp — panel_kernel.h compiled for AVX-512 (16-float vectors), tiles
 // of 12 rows x 32 columns: 24 of the 32 zmm registers accumulate, 2 panel loads and 12
 // broadcasts per k. See panel_gemm.h.
+#include "panel_gemm.h"
+
 #include <algorithm>
 #include <cstdint>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef TORCHLSTM_PANEL_KERNELS
 #include <immintrin.h>
 
 #pragma GCC push_options
@@ -46,17 +48,7 @@ void panel_gemm_avx512(int64_t M, int64_t N, int64_t K, const float* a, int64_t 
                        const float* packed, float* c, int64_t ldc, bool accumulate) {
   tl_panel_avx512::panel_gemm_impl(M, N, K, a, lda, packed, c, ldc, accumulate);
 }
-bool panel_avx512_built() { return true; }
 }  // namespace cpu
 }  // namespace torchlstm
 
-#else
-namespace torchlstm {
-namespace cpu {
-int64_t panel_width_avx512() { return 32; }
-void panel_gemm_avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*,
-                       int64_t, bool) {}
-bool panel_avx512_built() { return false; }
-}  // namespace cpu
-}  // namespace torchlstm
-#endif
+#endif  // TORCHLSTM_PANEL_KERNELS
