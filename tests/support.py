@@ -36,14 +36,29 @@ def assert_same_lstm(expected, actual, x, **call):
 
 
 @contextlib.contextmanager
-def cpu_avx512(allowed):
-    """The CPU kernels' AVX-512 parts allowed or not inside the block (the tests run both
-    versions on a machine that has AVX-512); the previous setting restored after."""
-    before = torchlstm._C.set_cpu_avx512(allowed)
+def cpu_setting(setter, value):
+    """One of the CPU kernels' run-time switches (torchlstm._C.set_cpu_avx512,
+    set_cpu_gemm, set_cpu_blas: each returns the previous value) set inside the block,
+    so the tests run every path on whatever machine they get; restored after."""
+    before = setter(value)
     try:
         yield
     finally:
-        torchlstm._C.set_cpu_avx512(before)
+        setter(before)
+
+
+def cpu_avx512(allowed):
+    """The CPU kernels' AVX-512 parts allowed or not inside the block."""
+    return cpu_setting(torchlstm._C.set_cpu_avx512, allowed)
+
+
+def run_onnxruntime(path, *inputs):
+    """The outputs of the ONNX file at path run by onnxruntime (CPU) on inputs, as tensors."""
+    import onnxruntime as ort
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(s.get_inputs(), inputs)}
+    assert len(feeds) == len(inputs)
+    return [torch.from_numpy(o) for o in s.run(None, feeds)]
 
 
 def randn(*shape, dtype=torch.float64, requires_grad=False, scale=1.0):

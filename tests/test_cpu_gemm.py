@@ -4,12 +4,10 @@ engine this CPU can run is tested on its own (torchlstm._C.set_cpu_gemm): the ke
 itself against float64 matrix products at the shapes that reach every tile and tail, and
 the layer ops (forward, backward, inference, with masks, projection, zoneout, recurrent
 dropout, a team of two threads) in float32 against the float64 op."""
-import contextlib
-
 import pytest
 import torch
 
-from support import randn, regularizers
+from support import cpu_setting, randn, regularizers
 from torchlstm import _C
 
 ops = torch.ops.torchlstm
@@ -17,13 +15,8 @@ KERNELS = _C.cpu_gemm_kernels()
 ENGINES = ["blas"] + KERNELS
 
 
-@contextlib.contextmanager
 def cpu_gemm(name):
-    before = _C.set_cpu_gemm(name)
-    try:
-        yield
-    finally:
-        _C.set_cpu_gemm(before)
+    return cpu_setting(_C.set_cpu_gemm, name)
 
 
 def test_this_cpu_gets_a_kernel_and_auto_picks_the_widest():
@@ -170,13 +163,8 @@ def test_engines_agree_on_the_module():
 BLASES = ["mkl"] + (["openblas"] if _C.cpu_openblas_loaded() else [])
 
 
-@contextlib.contextmanager
 def cpu_blas(name):
-    before = _C.set_cpu_blas(name)
-    try:
-        yield
-    finally:
-        _C.set_cpu_blas(before)
+    return cpu_setting(_C.set_cpu_blas, name)
 
 
 def test_openblas_is_loaded_from_the_wheel_and_auto_follows_the_vendor():

@@ -6,82 +6,17 @@ available (no GPU, emulation not built) its parameter is skipped; make test buil
 emulation, so these always run in CI.
 
 torch.empty is NaN-filled in every test (deterministic mode's fill_uninitialized_memory),
-so an output element a kernel forgets to write is a NaN in the comparison; TF32 is off."""
-import importlib
-
+so an output element a kernel forgets to write is a NaN in the comparison; TF32 is off
+(the fixture, shared with test_variants.py: conftest.py)."""
 import pytest
 import torch
 
-from torchlstm import _C, _ops, activations
+from torchlstm import activations
 from support import (BOUNDED, CASES, forward_and_grads, layer_args,
                      mask_for, random_mask, regularizers, rel_err)
 
 ops = torch.ops.torchlstm
 I, H, P, T, B = 5, 12, 4, 9, 5
-
-
-_EMULATION_REGISTERED: list = []
-
-
-class CudaCode:
-    """Where the CUDA code runs: its ops, where their tensors live, and its path switch."""
-
-    def __init__(self, where: str):
-        self.where = where
-        if where == "gpu":
-            self.ops, self.device, self.control = torch.ops.torchlstm, "cuda", _C
-        else:
-            self.control = importlib.import_module("torchlstm._cuda_emu")
-            self.control.set_device("h100")
-            self.control.set_capture_status("none")
-            if not _EMULATION_REGISTERED:  # its ops' autograd, as torchlstm's own
-                _ops.register("torchlstm_emu")
-                _EMULATION_REGISTERED.append(True)
-            self.ops, self.device = torch.ops.torchlstm_emu, "cpu"
-
-    def to(self, args, dtype=None):
-        out = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                t = a.detach().to(self.device)
-                if dtype is not None and t.is_floating_point():
-                    t = t.to(dtype)
-                out.append(t.requires_grad_(a.requires_grad and t.is_floating_point()))
-            else:
-                out.append(a)
-        return out
-
-    def set_path(self, path):
-        self.control.set_cuda_forward_path(path)
-
-    def last_path(self):
-        return self.control.last_cuda_forward_path()
-
-
-def _emulation_built():
-    return importlib.util.find_spec("torchlstm._cuda_emu") is not None
-
-
-@pytest.fixture(params=["gpu", "emulation"])
-def cuda(request):
-    if request.param == "gpu" and not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU here (the emulation runs these cases)")
-    if request.param == "emulation" and not _emulation_built():
-        pytest.skip("torchlstm._cuda_emu not built (make test builds it)")
-    code = CudaCode(request.param)
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.utils.deterministic.fill_uninitialized_memory)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
-        yield code
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved[0]
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-        torch.utils.deterministic.fill_uninitialized_memory = saved[3]
-        code.set_path("auto")
 
 
 @pytest.mark.parametrize("path", ["gemm", "persistent"])

@@ -12,7 +12,9 @@ import torch
 import torchlstm
 from torchlstm import activations
 
-ort = pytest.importorskip("onnxruntime")
+from support import run_onnxruntime
+
+pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 B, T = torch.export.Dim("batch", min=2, max=64), torch.export.Dim("time", min=2, max=64)
@@ -24,13 +26,6 @@ def export(model, args, dynamic_shapes, tmp_path, **kw):
     path = str(tmp_path / "m.onnx")
     prog.save(path)
     return path, [n.op_type for n in prog.model.graph]
-
-
-def run_ort(path, *inputs):
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feeds = {i.name: t.numpy() for i, t in zip(s.get_inputs(), inputs)}
-    assert len(feeds) == len(inputs)
-    return [torch.from_numpy(o) for o in s.run(None, feeds)]
 
 
 def flat(out):
@@ -51,7 +46,7 @@ def check(model, example, new, dynamic_shapes, tmp_path, dtype=torch.float32, ex
         assert expect in ops, ops
     with torch.no_grad():
         ref = flat(model(*new))
-    got = run_ort(path, *new)
+    got = run_onnxruntime(path, *new)
     assert len(got) == len(ref)
     for k, (g, r) in enumerate(zip(got, ref)):
         tol = 1e-5 if dtype == torch.float32 else 1e-6 if k in loose else 1e-10
@@ -93,7 +88,7 @@ def test_onnx_initial_state(tmp_path):
     assert "LSTM" in ops
     with torch.no_grad():
         ref = flat(m(*new))
-    for g, r in zip(run_ort(path, new[0], *new[1]), ref):
+    for g, r in zip(run_onnxruntime(path, new[0], *new[1]), ref):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
 
 
@@ -225,7 +220,7 @@ def test_onnx_translation_table_explicit(tmp_path):
     x = torch.randn(6, 3, 3)
     with torch.no_grad():
         ref = flat(m(x))
-    for g, r in zip(run_ort(path, x), ref):
+    for g, r in zip(run_onnxruntime(path, x), ref):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
 
 

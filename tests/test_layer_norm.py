@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import torchlstm
 from torchlstm import _ops, activations
-from support import random_mask, rel_err
+from support import random_mask, rel_err, run_onnxruntime
 
 F64 = torch.float64
 EPS = 1e-5
@@ -544,7 +544,6 @@ def test_onnx_export_onnxruntime(kw, tmp_path):
     and onnxruntime gives the module's numbers."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    import onnxruntime as ort
     torch.manual_seed(17)
     m = torchlstm.LSTM(3, 6, layer_norm=True, **kw).eval()
     randomise_ln(m)
@@ -556,8 +555,7 @@ def test_onnx_export_onnxruntime(kw, tmp_path):
     assert not any("torchlstm" in d for d in domains), domains
     path = str(tmp_path / "m.onnx")
     prog.save(path)
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = [torch.from_numpy(a) for a in s.run(None, {s.get_inputs()[0].name: x.numpy()})]
+    got = run_onnxruntime(path, x)
     with torch.no_grad():
         out, (h, c) = m(x)
     assert_all_close(got, [out, h, c], 1e-5)

@@ -14,13 +14,11 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import torchlstm
 from torchlstm import _reference, activations, keras_weights
-from support import cpu_avx512, forward_and_grads, mask_for, random_mask, rel_err
-from test_cuda_code import cuda  # noqa: F401  (the fixture: a GPU, or the emulation)
+from support import cpu_avx512, forward_and_grads, mask_for, random_mask, rel_err, run_onnxruntime
 
 ops = torch.ops.torchlstm
 F64 = torch.float64
@@ -531,7 +529,6 @@ def test_cuda_code_dtypes_and_activations(cuda, path, dtype, act, ract):  # noqa
 def _onnx_lstm_with_p(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, reverse):
     """onnxruntime's own LSTM operator (with the peephole input P) on our weights."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper
     ort = pytest.importorskip("onnxruntime")
     H = c0.shape[1]
@@ -582,7 +579,6 @@ def test_onnxruntime_lstm_with_p(reverse):
 def test_onnx_export(kw, expect, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    import onnxruntime as ort
     torch.manual_seed(17)
     m = torchlstm.LSTM(3, 6, peephole=True, **kw).eval()
     x = torch.randn(5, 2, 3)
@@ -594,8 +590,7 @@ def test_onnx_export(kw, expect, tmp_path):
         assert len(lstm.inputs) == 8 and lstm.inputs[7] is not None
     path = str(tmp_path / "m.onnx")
     prog.save(path)
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = [torch.from_numpy(a) for a in s.run(None, {s.get_inputs()[0].name: x.numpy()})]
+    got = run_onnxruntime(path, x)
     with torch.no_grad():
         out, (h, c) = m(x)
     assert_all_close(got, [out, h, c], 1e-5)
