@@ -12,6 +12,7 @@
 // (default sigmoid), exactly as in Keras. With zoneout (the *_zoneout variants at the end)
 // c above is the candidate c~ and the state carried on is z c_prev + (1 - z) c~.
 // Peephole connections: cell_forward_peephole / cell_backward_peephole at the end.
+// Layer normalisation (layer_norm=True): the ln_* functions at the very end.
 #pragma once
 
 #include <cmath>
@@ -450,6 +451,91 @@ TL_HD CellBackward<T> cell_backward_any(Activation act, Activation ract, T a_i, 
   }
   return zone ? cell_backward_zoneout<T>(act, ract, a_i, a_f, a_g, a_o, c_prev, dr, dc_next, z_c)
               : cell_backward<T>(act, ract, a_i, a_f, a_g, a_o, c_prev, c, dr, dc_next);
+}
+
+// Layer normalisation (layer_norm=True; Ba et al. 2016, haste's LayerNormLSTM):
+//   a = LN(x W_ih^T; g_ih) + LN(h_prev W_hh^T; g_hh) + b_ih + b_hh   (each over the 4H row)
+//   c~ = f c_prev + i g as usual (peepholes and zoneout as above: c is carried
+//   un-normalised), r = o act(y), y = g_c x^_c + b_c, x^_c = LN(c~) over the H row.
+// LN(v) = (v - mean) * rstd, rstd = 1 / sqrt(var + eps) (biased variance). The row
+// statistics are reductions over a whole row, which each backend does its own way (a
+// thread's row on the CPU, a block's on CUDA); these are the per-element parts around them.
+
+// rstd from a row's variance.
+template <typename T>
+TL_HD T ln_rstd(T var, T eps) {
+  return T(1) / GateOps<T>::sqrt(var + eps);
+}
+
+// The gradient reaching v = the row LN normalises, from dxh = the gradient reaching x^
+// (already times the scale), x^ itself, the row's rstd, m1 = mean(dxh), m2 = mean(dxh x^).
+template <typename T>
+TL_HD T ln_input_grad(T dxh, T xhat, T rstd, T m1, T m2) {
+  return rstd * (dxh - m1 - xhat * m2);
+}
+
+// Forward, before LN(c~): the peephole terms of i and f added to the pre-activations (in
+// place), c~, the carried c, and o's peephole term (on the carried c). Returns {c, c~}.
+template <typename T>
+struct LnCellState {
+  T c, ct;
+};
+template <bool kZone, bool kPeep, typename T>
+TL_HD LnCellState<T> ln_cell_state(Activation act, Activation ract, T& a_i, T& a_f, T a_g,
+                                   T& a_o, T c_prev, T p_i, T p_f, T p_o, T z_c) {
+  if (kPeep) {
+    a_i = a_i + p_i * c_prev;
+    a_f = a_f + p_f * c_prev;
+  }
+  const T ct = activate(ract, a_f) * c_prev + activate(ract, a_i) * activate(act, a_g);
+  const T c = kZone ? zoneout_blend(z_c, c_prev, ct) : ct;
+  if (kPeep) a_o = a_o + p_o * c;
+  return {c, ct};
+}
+
+// Forward, after LN(c~): r = o act(g_c x^_c + b_c).
+template <typename T>
+TL_HD T ln_cell_output(Activation act, Activation ract, T a_o, T xhat_c, T g_c, T b_c) {
+  return activate(ract, a_o) * activate(act, g_c * xhat_c + b_c);
+}
+
+// Backward, before the row reduction over H: from dr (the gradient reaching r) the
+// gradient of a_o, of y (dy: g_c's and b_c's gradients are sums of dy x^_c and dy) and of
+// x^_c (dxh = g_c dy), and r itself (the projection's weight gradient needs it).
+template <typename T>
+struct LnCellOutputGrad {
+  T d_o, dy, dxh, r;
+};
+template <typename T>
+TL_HD LnCellOutputGrad<T> ln_cell_output_grad(Activation act, Activation ract, T a_o,
+                                              T xhat_c, T g_c, T b_c, T dr) {
+  const T o = activate(ract, a_o), y = g_c * xhat_c + b_c, ty = activate(act, y);
+  const T dy = dr * o * activate_grad(act, y, ty);
+  return {dr * ty * activate_grad(ract, a_o, o), dy, g_c * dy, o * ty};
+}
+
+// Backward, after it: dct_ln = the gradient reaching c~ through LN(c~) (ln_input_grad),
+// dc_next = the gradient reaching the carried c from the next step, d_o from
+// ln_cell_output_grad. The gradients of a_i, a_f, a_g and of c_prev (d_o passed through):
+//   dcc = dc_next + p_o d_o,  dc~ = (1 - z) dcc + dct_ln,
+//   dc_prev = f dc~ + z dcc + p_i d_i + p_f d_f            (z = 0, p = 0 when off).
+template <bool kZone, bool kPeep, typename T>
+TL_HD CellBackward<T> ln_cell_backward(Activation act, Activation ract, T a_i, T a_f, T a_g,
+                                       T c_prev, T dct_ln, T dc_next, T d_o, T p_i, T p_f,
+                                       T p_o, T z_c) {
+  const T i = activate(ract, a_i), f = activate(ract, a_f), g = activate(act, a_g);
+  const T dcc = kPeep ? dc_next + p_o * d_o : dc_next;
+  const T dct = (kZone ? (T(1) - z_c) * dcc : dcc) + dct_ln;
+  CellBackward<T> out;
+  out.d_i = dct * g * activate_grad(ract, a_i, i);
+  out.d_f = dct * c_prev * activate_grad(ract, a_f, f);
+  out.d_g = dct * i * activate_grad(act, a_g, g);
+  out.d_o = d_o;
+  out.dc_prev = f * dct;
+  if (kZone) out.dc_prev = out.dc_prev + z_c * dcc;
+  if (kPeep) out.dc_prev = out.dc_prev + p_i * out.d_i + p_f * out.d_f;
+  out.r = T(0);
+  return out;
 }
 
 }  // namespace torchlstm

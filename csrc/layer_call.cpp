@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <cmath>
+#include <iterator>
 #include <limits>
 
 namespace torchlstm {
@@ -58,7 +61,7 @@ LayerCall common_call(const char* op, const at::Tensor& input, const OptTensor& 
                       const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                       const OptTensor& mask, bool reverse, int64_t activation,
                       int64_t recurrent_activation, const Regularizers& reg,
-                      const OptTensor& w_ch) {
+                      const VariantArgs& v) {
   TORCH_CHECK_TYPE(input.defined(), op,
                    ": input must be a tensor of shape (seq_len, batch, input_size), got None");
   TORCH_CHECK_VALUE(input.dim() == 3, op,
@@ -128,8 +131,22 @@ LayerCall common_call(const char* op, const at::Tensor& input, const OptTensor& 
                                 "(seq_len, batch, proj_size or hidden_size)");
   c.reg.zoneout_c = regularizer("zoneout_c", reg.zoneout_c, {z.T, z.B, z.H},
                                 "(seq_len, batch, hidden_size)");
-  c.w_ch = opt_arg(op, "w_ch", w_ch, {3 * z.H},
+  c.w_ch = opt_arg(op, "w_ch", v.w_ch, {3 * z.H},
                    "(3*hidden_size: the peephole weights of the i, f and o gates)", input);
+  const OptTensor* ln[] = {&v.ln_w_ih, &v.ln_w_hh, &v.ln_w_c, &v.ln_b_c};
+  const int given = std::count_if(std::begin(ln), std::end(ln),
+                                  [](const OptTensor* t) { return t->has_value() && (*t)->defined(); });
+  TORCH_CHECK_VALUE(given == 0 || given == 4, op, ": layer normalisation takes all four of "
+                    "ln_w_ih, ln_w_hh, ln_w_c and ln_b_c, got ", given);
+  if (given == 4) {
+    c.ln.w_ih = opt_arg(op, "ln_w_ih", v.ln_w_ih, {4 * z.H}, "(4*hidden_size)", input);
+    c.ln.w_hh = opt_arg(op, "ln_w_hh", v.ln_w_hh, {4 * z.H}, "(4*hidden_size)", input);
+    c.ln.w_c = opt_arg(op, "ln_w_c", v.ln_w_c, {z.H}, "(hidden_size)", input);
+    c.ln.b_c = opt_arg(op, "ln_b_c", v.ln_b_c, {z.H}, "(hidden_size)", input);
+    TORCH_CHECK_VALUE(v.ln_eps > 0 && std::isfinite(v.ln_eps), op,
+                      ": layer_norm_eps must be a positive finite number, got ", v.ln_eps);
+    c.ln.eps = v.ln_eps;
+  }
   // The CPU BLAS calls take 32-bit sizes (LP64 BLAS), so does cuBLAS.
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   TORCH_CHECK_VALUE(z.B <= kIntMax && z.I <= kIntMax && 4 * z.H <= kIntMax && z.Hout <= kIntMax,
@@ -155,7 +172,8 @@ LayerCall LayerCall::in_float32() const {
   c.dtype = at::kFloat;
   for (at::Tensor* t : {&c.input, &c.h0, &c.c0, &c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, &c.w_hr,
                         &c.reg.input_keep, &c.reg.recurrent_keep, &c.reg.zoneout_h,
-                        &c.reg.zoneout_c, &c.w_ch, &c.grad_output, &c.grad_hn, &c.grad_cn, &c.output,
+                        &c.reg.zoneout_c, &c.w_ch, &c.ln.w_ih, &c.ln.w_hh, &c.ln.w_c,
+                        &c.ln.b_c, &c.grad_output, &c.grad_hn, &c.grad_cn, &c.output,
                         &c.gates})
     *t = up(*t);
   return c;  // cs is float32 already (cell_dtype), mask is bool
@@ -166,9 +184,9 @@ LayerCall forward_call(const char* op, const at::Tensor& input, const OptTensor&
                        const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        const OptTensor& mask, bool reverse, int64_t activation,
                        int64_t recurrent_activation, const Regularizers& reg,
-                       const OptTensor& w_ch) {
+                       const VariantArgs& variants) {
   return common_call(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
-                     recurrent_activation, reg, w_ch);
+                     recurrent_activation, reg, variants);
 }
 
 LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptTensor& grad_hn,
@@ -177,14 +195,18 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg, const OptTensor& w_ch) {
+                        const Regularizers& reg, const VariantArgs& variants) {
   LayerCall c = common_call(op, input, h0, c0, w_ih, w_hh, c10::nullopt, c10::nullopt, w_hr, mask,
-                            reverse, activation, recurrent_activation, reg, w_ch);
+                            reverse, activation, recurrent_activation, reg, variants);
   const LayerSizes& z = c.z;
   c.output = arg(op, "output", required(op, "output", output, "(seq_len, batch, output size)"),
                  {z.T, z.B, z.Hout}, "(seq_len, batch, proj_size or hidden_size)", input);
-  c.gates = arg(op, "gates", required(op, "gates", gates, "(seq_len, batch, 4*hidden_size)"),
-                {z.T, z.B, 4 * z.H}, "(seq_len, batch, 4*hidden_size)", input);
+  c.gates = arg(op, "gates", required(op, "gates", gates, "(seq_len, batch, saved width)"),
+                {z.T, z.B, c.saved_layout().width},
+                c.ln.on() ? "(seq_len, batch, 13*hidden_size+3: what layer_forward saved with "
+                            "layer normalisation)"
+                          : "(seq_len, batch, 4*hidden_size)",
+                input);
   const auto& cs_ = required(op, "cs", cs, "(seq_len, batch, hidden_size)");
   TORCH_CHECK_TYPE(cs_.scalar_type() == c.cell_dtype, op, ": cs must have dtype ", c.cell_dtype,
                    " (the cell-state dtype of ", input.scalar_type(), " input), got ",

@@ -37,6 +37,32 @@ struct Regularizers {
   at::Tensor input_keep, recurrent_keep, zoneout_h, zoneout_c;
 };
 
+// Layer normalisation (layer_norm=True; gate_math.h's ln_* functions), undefined where off:
+// the scales of LN(x W_ih^T) and LN(h W_hh^T) (4H each), the scale and shift of LN(c~)
+// (H each), all four or none; eps the variance epsilon.
+struct LayerNormArgs {
+  at::Tensor w_ih, w_hh, w_c, b_c;
+  double eps = 1e-5;
+  bool on() const { return w_ih.defined(); }
+};
+
+// The cell variants as the schemas pass them (ops.h), before the checks.
+struct VariantArgs {
+  OptTensor w_ch, ln_w_ih, ln_w_hh, ln_w_c, ln_b_c;
+  double ln_eps;
+};
+
+// What forward saves per step and batch row for backward (the `gates` output), along its
+// last dimension: the gate pre-activations a (4H; with the peephole terms in) and, with
+// layer normalisation, then the normalised products x^_ih = LN(x W_ih^T) and x^_hh (4H
+// each, before the scales), x^_c = LN(c~) (H), and the rstd of those three rows.
+struct SavedLayout {
+  int64_t a, xhat_ih, xhat_hh, xhat_c, rstd_ih, rstd_hh, rstd_c, width;
+  SavedLayout(int64_t H, bool layer_norm)
+      : a(0), xhat_ih(4 * H), xhat_hh(8 * H), xhat_c(12 * H), rstd_ih(13 * H),
+        rstd_hh(13 * H + 1), rstd_c(13 * H + 2), width(layer_norm ? 13 * H + 3 : 4 * H) {}
+};
+
 struct LayerCall {
   const char* op;  // for messages: "torchlstm.layer_forward", ...
   LayerSizes z;
@@ -52,11 +78,14 @@ struct LayerCall {
   // The cell variants, undefined where off. w_ch (3H): the peephole weights p_i, p_f, p_o
   // (gate_math.h's cell_forward_peephole).
   at::Tensor w_ch;
+  LayerNormArgs ln;
 
   // layer_backward only. The incoming gradients, checked but as given (a backend decides
   // how to make them contiguous: they are often expanded), undefined where absent; and
-  // what forward saved, contiguous.
+  // what forward saved, contiguous (gates: see SavedLayout).
   at::Tensor grad_output, grad_hn, grad_cn, output, gates, cs;
+
+  SavedLayout saved_layout() const { return SavedLayout(z.H, ln.on()); }
 
   // x * input_keep (what W_ih sees), or x itself.
   at::Tensor dropped_input() const;
@@ -74,7 +103,7 @@ LayerCall forward_call(const char* op, const at::Tensor& input, const OptTensor&
                        const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                        const OptTensor& mask, bool reverse, int64_t activation,
                        int64_t recurrent_activation, const Regularizers& reg,
-                       const OptTensor& w_ch);
+                       const VariantArgs& variants);
 
 // The layer_backward call: the forward call's checks plus the gradients and saved tensors.
 LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptTensor& grad_hn,
@@ -83,20 +112,21 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg, const OptTensor& w_ch);
+                        const Regularizers& reg, const VariantArgs& variants);
 
 // What a backend's forward returns: output (T,B,Hout), h_n (B,Hout), c_n (B,H), and for
-// backward the gate pre-activations (T,B,4H) and cell states (T,B,H) in cell_dtype
-// (empty, T = 0, for inference).
+// backward what each step saves (T,B,SavedLayout::width) and the cell states (T,B,H) in
+// cell_dtype (empty, T = 0, for inference).
 struct ForwardResult {
   at::Tensor output, h_n, c_n, gates, cs;
 };
 
 // What a backend's backward returns: the gradient of every differentiable forward
 // argument; d_bias (4H) serves b_ih and b_hh alike; d_w_hr empty without a projection,
-// d_w_ch without peepholes.
+// d_w_ch without peepholes, d_ln without layer normalisation (else (10H): the gradients
+// of ln w_ih (4H), w_hh (4H), w_c (H), b_c (H) one after the other).
 struct BackwardResult {
-  at::Tensor d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch;
+  at::Tensor d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch, d_ln;
 };
 
 }  // namespace torchlstm

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import torchlstm
 from torchlstm import _ops, activations
-from support import random_mask, rel_err, run_onnxruntime
+from support import cpu_avx512, cpu_setting, random_mask, rel_err, run_onnxruntime
 
 F64 = torch.float64
 EPS = 1e-5
@@ -516,32 +516,144 @@ def test_keras_weights_round_trip():
         torch.testing.assert_close(getattr(cell2, n), getattr(cell, n), rtol=0, atol=0)
 
 
-def test_layer_norm_takes_the_reference_loop_on_every_device(monkeypatch):
-    """Until the kernels have it, layer_norm=True never reaches the fused ops (whose
-    kernels would silently drop the norms): run_layer routes it to the reference loop
-    before looking at the device, so CUDA tensors take the same correct path."""
-    class NoOps:
-        def __getattr__(self, name):
-            raise AssertionError(f"torch.ops.torchlstm.{name} called with layer_norm=True")
-    monkeypatch.setattr(_ops, "ops", NoOps())
+def test_cpu_runs_the_fused_kernels(monkeypatch):
+    """On the CPU, layer_norm=True runs the fused kernels (csrc/cpu/layer_norm_loops.h):
+    the modules never reach the reference loop, forward, backward or inference."""
+    def no_loop(*a, **k):
+        raise AssertionError("the reference loop ran with layer_norm=True on the CPU")
+    monkeypatch.setattr(_ops._reference, "layer_forward", no_loop)
     torch.manual_seed(14)
-    m = torchlstm.LSTM(3, 4, layer_norm=True, num_layers=2)
+    m = torchlstm.LSTM(3, 4, layer_norm=True, num_layers=2, peephole=True)
     x = torch.randn(5, 2, 3, requires_grad=True)
     m(x)[0].sum().backward()
+    assert x.grad is not None and m.ln_weight_ih_l0.grad is not None
     with torch.no_grad():
         m(x)
-    torchlstm.LSTMCell(3, 4, layer_norm=True)(x[0])
-    with pytest.raises(AssertionError, match="layer_forward called"):
-        torchlstm.LSTM(3, 4)(x)
+    torchlstm.LSTMCell(3, 4, layer_norm=True)(x[0])[0].sum().backward()
+
+
+# sizes that give the CPU a team of two threads (4 H Hout B multiply-adds per step over
+# 65 thousand; csrc/cpu/time_loops.h threads_for): the GEMM by columns and the row pass
+# by rows each split across the team
+TEAM_CASES = {
+    "plain": dict(),
+    "proj-mask-reverse": dict(proj=True, masked=True, reverse=True),
+    "peephole-zoneout-dropout": dict(peephole=True, which="iorc"),
+    "proj-peephole-eval-zoneout-nobias": dict(proj=True, peephole=True, which="oc",
+                                              eval_z=True, bias=False),
+}
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("gemm", ["auto", "avx512", "avx2", "blas"])
+@pytest.mark.parametrize("case", TEAM_CASES, ids=list(TEAM_CASES))
+def test_fused_team_every_gemm_engine(case, gemm, dtype):
+    """The fused CPU loops with a team of two on every GEMM engine of the time loops (each
+    forced by its switch, so all run on any machine; the own micro-kernels serve float32)
+    = the written-out loop in float64: outputs, states and every gradient."""
+    kw = TEAM_CASES[case]
+    torch.manual_seed(21)
+    T, B, I, H = 7, 16, 24, 96
+    Hout = 64 if kw.get("proj") else H
+    p = layer_params(I, H, Hout, kw.get("bias", True), kw.get("peephole", False),
+                     kw.get("proj", False), scale=0.3)
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    h0 = torch.randn(B, Hout, dtype=F64, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=F64, requires_grad=True)
+    mask = random_mask(T, B) if kw.get("masked") else None
+    reg = regs(T, B, I, H, Hout, kw.get("which", ""), kw.get("eval_z", False))
+    want = ln_layer(x, h0, c0, p, torch.tanh, torch.sigmoid, mask, kw.get("reverse", False),
+                    *reg)
+    wrt = [x, h0, c0] + [v for v in p.values() if v is not None]
+    g_want = torch.autograd.grad(weighted_loss(want), wrt)
+    low = {k: None if v is None else v.detach().to(dtype).requires_grad_() for k, v in p.items()}
+    xs = [t.detach().to(dtype).requires_grad_() for t in (x, h0, c0)]
+    reg_low = _ops.LayerRegularizers(*(None if r is None else r.to(dtype) for r in reg))
+    with cpu_setting(torchlstm._C.set_cpu_gemm, gemm):
+        got = _ops.run_layer(*xs, as_layer_weights(low), mask=mask,
+                             reverse=kw.get("reverse", False), activation=0,
+                             recurrent_activation=1, reg=reg_low)
+        g_got = torch.autograd.grad(weighted_loss(got),
+                                    xs + [v for v in low.values() if v is not None])
+    tol = 1e-12 if dtype == F64 else 1e-4
+    assert_all_close([t.to(F64) for t in got], want, tol, "forward")
+    assert_all_close([g.to(F64) for g in g_got], g_want, 100 * tol, "grad")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 5e-2),
+                                       (torch.float16, 1e-2)])
+@pytest.mark.parametrize("avx512", [True, False])
+def test_fused_low_precision_against_float64(dtype, tol, avx512):
+    """float32 (SIMD vectors and their scalar tails: H = 37), float16 and bfloat16 (run in
+    float32, cast back) on the fused kernels, against float64: outputs and gradients."""
+    torch.manual_seed(22)
+    T, B, I, H = 6, 12, 10, 37
+    p64 = layer_params(I, H, H, peephole=True, scale=0.5)
+    x64 = torch.randn(T, B, I, dtype=F64)
+    h64, c64 = torch.randn(B, H, dtype=F64), torch.randn(B, H, dtype=F64)
+    p = {k: None if v is None else v.detach().to(dtype).requires_grad_() for k, v in p64.items()}
+    x = x64.to(dtype).requires_grad_()
+    with cpu_avx512(avx512):
+        got = _ops.run_layer(x, h64.to(dtype), c64.to(dtype), as_layer_weights(p), mask=None,
+                             reverse=False, activation=0, recurrent_activation=1)
+        g_got = torch.autograd.grad(weighted_loss([t.float() for t in got]),
+                                    [x, p["w_hh"], p["ln_ih"], p["ln_c"]])
+    pr = {k: None if v is None else v.detach().to(dtype).to(F64).requires_grad_()
+          for k, v in p64.items()}
+    xr = x.detach().to(F64).requires_grad_()
+    want = ln_layer(xr, h64.to(dtype).to(F64), c64.to(dtype).to(F64), pr, torch.tanh,
+                    torch.sigmoid)
+    assert_all_close([t.to(F64) for t in got], want, tol, "forward")
+    g_want = torch.autograd.grad(weighted_loss(want), [xr, pr["w_hh"], pr["ln_ih"], pr["ln_c"]])
+    assert_all_close([g.to(F64) for g in g_got], g_want, 10 * tol, "grad")
+
+
+def op_args(T=4, B=3, I=5, H=6, dtype=F64, requires_grad=False):
+    g = torch.Generator().manual_seed(5)
+
+    def r(*s):
+        return torch.randn(*s, generator=g, dtype=dtype).requires_grad_(requires_grad)
+    return (r(T, B, I), r(B, H), r(B, H), r(4 * H, I), r(4 * H, H), r(4 * H), r(4 * H), None,
+            None, False, 0, 1, None, None, None, None, None, r(4 * H), r(4 * H), r(H), r(H), 1e-5)
+
+
+def test_op_opcheck_and_gradcheck():
+    """The layer op with its layer-norm arguments: opcheck (schema, fake kernel, autograd
+    registration) and gradcheck through layer_forward, ln_w_* included."""
+    torch.library.opcheck(_ops.ops.layer_forward, op_args())
+    torch.library.opcheck(_ops.ops.layer_inference, op_args())
+    args = op_args(T=3, B=2, I=2, H=3, requires_grad=True)
+    idx = [0, 1, 2, 3, 4, 5, 17, 18, 19, 20]
+
+    def f(*ts):
+        a = list(args)
+        for i, t in zip(idx, ts):
+            a[i] = t
+        return _ops.ops.layer_forward(*a)[:3]
+    assert torch.autograd.gradcheck(f, [args[i] for i in idx])
+
+
+@pytest.mark.parametrize("change,exc,match", [
+    (lambda a: a.__setitem__(20, None), ValueError, "all four of ln_w_ih"),
+    (lambda a: a.__setitem__(19, a[19][:-1]), ValueError, "ln_w_c must have shape"),
+    (lambda a: a.__setitem__(17, a[17].float()), TypeError, "ln_w_ih must have the dtype"),
+    (lambda a: a.__setitem__(18, a[18].to("meta")), RuntimeError, "ln_w_hh must be on the device"),
+    (lambda a: a.__setitem__(21, 0.0), ValueError, "layer_norm_eps must be a positive"),
+])
+def test_op_bad_layer_norm_arguments_are_named(change, exc, match):
+    args = list(op_args())
+    change(args)
+    with pytest.raises(exc, match=match):
+        _ops.ops.layer_forward(*args)
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2,
                                      "peephole": True}, {"zoneout": 0.3, "bias": False}],
                          ids=["plain", "stacked-bidirectional-proj-peephole", "zoneout-nobias"])
 def test_onnx_export_onnxruntime(kw, tmp_path):
-    """ONNX (dynamo=True): the layer norms decompose into standard ops (the reference loop
-    is traced: LayerNormalization nodes over the unrolled steps; no torchlstm op is left),
-    and onnxruntime gives the module's numbers."""
+    """ONNX (dynamo=True): the fused op becomes a Scan over time with ONNX's
+    LayerNormalization (on x W_ih^T before it, on h W_hh^T and c~ in its body); no
+    torchlstm op is left, and onnxruntime gives the module's numbers."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     torch.manual_seed(17)
@@ -551,7 +663,7 @@ def test_onnx_export_onnxruntime(kw, tmp_path):
     prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False)
     op_types = {n.op_type for n in prog.model.graph}
     domains = {n.domain for n in prog.model.graph}
-    assert "LayerNormalization" in op_types, op_types
+    assert {"LayerNormalization", "Scan"} <= op_types, op_types
     assert not any("torchlstm" in d for d in domains), domains
     path = str(tmp_path / "m.onnx")
     prog.save(path)

@@ -12,6 +12,9 @@ ONNX, with the semantics of torchlstm/_reference.py:
   zoneout (its eval blend), and masks of any pattern (holes included).
 * peephole connections (w_ch = [p_i, p_f, p_o]): the ONNX LSTM's P input (ONNX orders it
   i, o, f) on the first path, three element-wise terms in the Scan's body on the second.
+* layer normalisation (ln_w_ih, ln_w_hh, ln_w_c, ln_b_c): the Scan, with ONNX's
+  LayerNormalization (opset 17) on x W_ih^T (all steps at once, before the Scan), on
+  h W_hh^T and on c~ in its body.
 
 Masks (and PackedSequence, which the module runs as a mask) always take the Scan: the
 ONNX LSTM's sequence_lens only describes right-padded masks, which is a property of the
@@ -223,12 +226,19 @@ def _onnx_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, act, rac
 
 
 def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, act,
-               ract, ik, rk, zh, zc, H, Hout, w_ch=None):
+               ract, ik, rk, zh, zc, H, Hout, w_ch=None, ln=None, eps=1e-5):
+    """ln: (ln_w_ih, ln_w_hh, ln_w_c, ln_b_c) or None."""
     import onnx_ir as ir
     dtype = x.dtype
+
+    def layer_norm(builder, v, scale, shift=None):  # over the last axis
+        args = (v, scale) if shift is None else (v, scale, shift)
+        return builder("LayerNormalization", *args, axis=-1, epsilon=float(eps))
     if ik is not None:
         x = g("Mul", x, ik)
     xw = g("MatMul", x, g("Transpose", w_ih, perm=[1, 0]))  # (T, B, 4H)
+    if ln is not None:
+        xw = layer_norm(g, xw, ln[0])
     for b in (b_ih, b_hh):
         if b is not None:
             xw = g("Add", xw, b)
@@ -253,7 +263,8 @@ def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
             body_inputs.append(extra[name])
 
     h_rec = b("Mul", h_in, rk) if rk is not None else h_in
-    a = b("Add", xw_t, b("MatMul", h_rec, w_hh_t))
+    hw = b("MatMul", h_rec, w_hh_t)
+    a = b("Add", xw_t, hw if ln is None else layer_norm(b, hw, ln[1]))
     i, f, gg, o = b("Split", a, axis=1, num_outputs=4, _n=4)
     if w_ch is not None:  # peepholes: i and f see c_{t-1}, o the carried c_t
         p_i, p_f, p_o = g("Split", w_ch, axis=0, num_outputs=3, _n=3)
@@ -268,7 +279,8 @@ def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
         c_new = b("Add", b("Mul", z, c_in), b("Mul", b("Sub", one, z), c_tilde))
     if w_ch is not None:
         o = b("Add", o, b("Mul", p_o, c_new))
-    h_new = b("Mul", _activation(b, ract, o, dtype), _activation(b, act, c_tilde, dtype))
+    c_h = c_tilde if ln is None else layer_norm(b, c_tilde, ln[2], ln[3])
+    h_new = b("Mul", _activation(b, ract, o, dtype), _activation(b, act, c_h, dtype))
     if w_hr_t is not None:
         h_new = b("MatMul", h_new, w_hr_t)
     if "zh" in extra:
@@ -288,7 +300,8 @@ def _scan_lstm(g: _Builder, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, rever
 
 def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                mask=None, reverse=False, activation=0, recurrent_activation=1,
-               input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None, w_ch=None):
+               input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None, w_ch=None,
+               ln_w_ih=None, ln_w_hh=None, ln_w_c=None, ln_b_c=None, layer_norm_eps=1e-5):
     import onnx_ir as ir
     from torch.onnx._internal.exporter import _core
     tracer = _core.current_tracer
@@ -299,7 +312,8 @@ def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=
     H = _static(w_ih.shape[0], "w_ih.shape[0]") // 4
     Hout = _static(w_hr.shape[0], "w_hr.shape[0]") if w_hr is not None else H
     act, ract = activations.name_of(activation), activations.name_of(recurrent_activation)
-    plain = (w_hr is None and mask is None and all(
+    ln = (ln_w_ih, ln_w_hh, ln_w_c, ln_b_c) if ln_w_ih is not None else None
+    plain = (w_hr is None and mask is None and ln is None and all(
         t is None for t in (input_keep, recurrent_keep, zoneout_h, zoneout_c))
         and act in ONNX_LSTM_ACTIVATIONS and ract in ONNX_LSTM_ACTIVATIONS
         and input.dtype == ir.DataType.FLOAT)  # onnxruntime's LSTM: float32 only
@@ -309,14 +323,16 @@ def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=
     else:
         out, h_n, c_n = _scan_lstm(g, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask,
                                    reverse, act, ract, input_keep, recurrent_keep, zoneout_h,
-                                   zoneout_c, H, Hout, w_ch)
+                                   zoneout_c, H, Hout, w_ch, ln, layer_norm_eps)
     if n_outputs == 3:
         return out, h_n, c_n
-    # layer_forward's gates (T,B,4H) and cs (T,B,H) only feed backward, which an exported
-    # (inference) graph has not: zeros of their shapes, which the optimizer drops.
+    # layer_forward's gates (T,B,4H; 13H+3 with layer norm) and cs (T,B,H) only feed
+    # backward, which an exported (inference) graph has not: zeros of their shapes, which
+    # the optimizer drops.
     tb = g("Slice", g("Shape", input), g.ints([0]), g.ints([2]))
     zero = g.const([0.0], input.dtype)
-    gates = g("Expand", zero, g("Concat", tb, g.ints([4 * H]), axis=0))
+    width = 13 * H + 3 if ln is not None else 4 * H
+    gates = g("Expand", zero, g("Concat", tb, g.ints([width]), axis=0))
     import onnx_ir as ir
     cs_dtype = (ir.DataType.FLOAT if input.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
                 else input.dtype)  # the kernels keep cell states in float32 for half inputs

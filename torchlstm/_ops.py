@@ -5,7 +5,9 @@ gives the rest of the package one named entry point, ``run_layer``.
 
 The regularisers (input_keep, recurrent_keep, zoneout_h, zoneout_c) are op inputs that
 are never differentiated (their gradient is None); backward gets them back to recompute
-what the forward did. The cell variants follow them: w_ch (3H), the peephole weights.
+what the forward did. The cell variants follow them: w_ch (3H), the peephole weights,
+then the layer normalisation's ln_w_ih, ln_w_hh (4H), ln_w_c, ln_b_c (H) and
+layer_norm_eps.
 """
 from __future__ import annotations
 
@@ -64,15 +66,15 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
     (output (T,B,Hout), h_n (B,Hout), c_n (B,H)). activation, recurrent_activation: kernel
     ids, or callables; callables and dtypes the kernels lack (complex) take the reference
     loop, with autograd. need_grad=False runs the inference op, which saves nothing.
-    Layer normalisation (w.ln_ih given) takes the reference loop too: the kernels do not
-    have it yet (a correct, unfused path, as for callable activations)."""
+    Layer normalisation (w.ln_ih given) is fused in the CPU kernels; on other devices it
+    takes the reference loop (the CUDA kernels do not have it)."""
+    ln = {}
+    if w.ln_ih is not None:
+        _check_layer_norm(x, w)
+        ln = dict(ln_ih=w.ln_ih, ln_hh=w.ln_hh, ln_c=w.ln_c, ln_bc=w.ln_bc,
+                  layer_norm_eps=layer_norm_eps)
     if (callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES
-            or w.ln_ih is not None):
-        ln = {}
-        if w.ln_ih is not None:
-            _check_layer_norm(x, w)
-            ln = dict(ln_ih=w.ln_ih, ln_hh=w.ln_hh, ln_c=w.ln_c, ln_bc=w.ln_bc,
-                      layer_norm_eps=layer_norm_eps)
+            or (ln and x.device.type != "cpu")):
         return _reference.layer_forward(
             x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask=mask, reverse=reverse,
             act=activations.as_function(activation),
@@ -80,7 +82,8 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
             **ln)
     op = ops.layer_forward if need_grad else ops.layer_inference
     return op(x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask, reverse, activation,
-              recurrent_activation, *reg, w.w_ch)[:3]
+              recurrent_activation, *reg, w.w_ch, w.ln_ih, w.ln_hh, w.ln_c, w.ln_bc,
+              layer_norm_eps)[:3]
 
 
 def _check_layer_norm(x: Tensor, w: LayerWeights) -> None:
@@ -125,45 +128,56 @@ def _check_required(op: str, **tensors) -> None:
             raise TypeError(f"{op}: {name} must be a tensor, got None")
 
 
+def _saved_width(H: int, ln_w_ih) -> int:
+    """The last dimension of layer_forward's saved `gates` (csrc/layer_call.h SavedLayout)."""
+    return 13 * H + 3 if ln_w_ih is not None else 4 * H
+
+
 def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
                   recurrent_activation, input_keep=None, recurrent_keep=None, zoneout_h=None,
-                  zoneout_c=None, w_ch=None):
+                  zoneout_c=None, w_ch=None, ln_w_ih=None, ln_w_hh=None, ln_w_c=None,
+                  ln_b_c=None, layer_norm_eps=1e-5):
     torch._check(input.dim() == 3, lambda: f"{op}: input must be 3-D")
     _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh)
     _check_devices(op, input, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                    w_hr=w_hr, mask=mask, input_keep=input_keep, recurrent_keep=recurrent_keep,
-                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch)
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch, ln_w_ih=ln_w_ih,
+                   ln_w_hh=ln_w_hh, ln_w_c=ln_w_c, ln_b_c=ln_b_c)
     T, B, _ = input.shape
     H = w_ih.shape[0] // 4
     Hout = w_hr.shape[0] if w_hr is not None else H
     return (input.new_empty(T, B, Hout), input.new_empty(B, Hout), input.new_empty(B, H),
-            input.new_empty(T, B, 4 * H),
+            input.new_empty(T, B, _saved_width(H, ln_w_ih)),
             input.new_empty(T, B, H, dtype=cell_state_dtype(input.dtype)))
 
 
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr,
                          mask, output, gates, cs, reverse, activation, recurrent_activation,
                          input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None,
-                         w_ch=None):
+                         w_ch=None, ln_w_ih=None, ln_w_hh=None, ln_w_c=None, ln_b_c=None,
+                         layer_norm_eps=1e-5):
     op = "torchlstm.layer_backward"
     _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, output=output, gates=gates, cs=cs)
     _check_devices(op, input, grad_output=grad_output, grad_hn=grad_hn, grad_cn=grad_cn, h0=h0,
                    c0=c0, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, mask=mask, output=output,
                    gates=gates, cs=cs, input_keep=input_keep, recurrent_keep=recurrent_keep,
-                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch)
+                   zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch, ln_w_ih=ln_w_ih,
+                   ln_w_hh=ln_w_hh, ln_w_c=ln_w_c, ln_b_c=ln_b_c)
     H = w_ih.shape[0] // 4
     return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
             w_hr.new_empty(w_hr.shape) if w_hr is not None else w_ih.new_empty(0),
-            w_ch.new_empty(w_ch.shape) if w_ch is not None else w_ih.new_empty(0))
+            w_ch.new_empty(w_ch.shape) if w_ch is not None else w_ih.new_empty(0),
+            w_ih.new_empty(10 * H if ln_w_ih is not None else 0))
 
 
 # --------------------------------------------------------------------------- autograd
 _FORWARD_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "mask",
                  "reverse", "activation", "recurrent_activation") + LayerRegularizers._fields + (
-                 "w_ch",)
+                 "w_ch", "ln_w_ih", "ln_w_hh", "ln_w_c", "ln_b_c", "layer_norm_eps")
+_LN_ARGS = ("ln_w_ih", "ln_w_hh", "ln_w_c", "ln_b_c")
 # The differentiable ones, in order
-_WEIGHT_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ch")
+_WEIGHT_ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ch") + _LN_ARGS
 
 
 def _layer_setup_context(ctx, inputs, output):
@@ -171,7 +185,9 @@ def _layer_setup_context(ctx, inputs, output):
     reg = LayerRegularizers(*(a.get(n) for n in LayerRegularizers._fields))
     out, _h_n, _c_n, gates, cs = output
     ctx.save_for_backward(a["input"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["w_hr"],
-                          a["mask"], out, gates, cs, a["b_ih"], a["b_hh"], a.get("w_ch"), *reg)
+                          a["mask"], out, gates, cs, a["b_ih"], a["b_hh"], a.get("w_ch"),
+                          *(a.get(n) for n in _LN_ARGS), *reg)
+    ctx.layer_norm_eps = a.get("layer_norm_eps", 1e-5)
     ctx.num_inputs = len(inputs)
     ctx.has_bias = (a["b_ih"] is not None, a["b_hh"] is not None)
     ctx.reverse = a["reverse"]
@@ -188,11 +204,15 @@ def _differentiable_backward(ctx, saved, grads):
     the forward recomputed by the reference loop (torchlstm/_reference.py: the same maths,
     every option) and differentiated with autograd, keeping the graph. Correct on every
     backend and option; as slow as that loop (a Python loop over time)."""
-    input, h0, c0, w_ih, w_hh, w_hr, mask, _out, _gates, _cs, b_ih, b_hh, w_ch, *reg = saved
+    (input, h0, c0, w_ih, w_hh, w_hr, mask, _out, _gates, _cs, b_ih, b_hh, w_ch,
+     ln_ih, ln_hh, ln_c, ln_bc, *reg) = saved
     act, ract = (activations.as_function(a) for a in ctx.activations)
     outs = _reference.layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask,
-                                    ctx.reverse, act, ract, *reg, w_ch=w_ch)
-    wrt = {n: t for n, t in zip(_WEIGHT_ARGS, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ch))
+                                    ctx.reverse, act, ract, *reg, w_ch=w_ch, ln_ih=ln_ih,
+                                    ln_hh=ln_hh, ln_c=ln_c, ln_bc=ln_bc,
+                                    layer_norm_eps=ctx.layer_norm_eps)
+    wrt = {n: t for n, t in zip(_WEIGHT_ARGS, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ch,
+                                               ln_ih, ln_hh, ln_c, ln_bc))
            if t is not None and t.requires_grad}
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     got = torch.autograd.grad([o for o, _ in pairs], list(wrt.values()),
@@ -206,15 +226,20 @@ def _layer_backward_with(backward_op):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             return _differentiable_backward(ctx, saved, (grad_out, grad_hn, grad_cn))
-        input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, w_ch, *reg = saved
-        d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch = backward_op(
+        (input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, w_ch,
+         ln_ih, ln_hh, ln_c, ln_bc, *reg) = saved
+        d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch, d_ln = backward_op(
             grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-            ctx.reverse, *ctx.activations, *reg, w_ch)
+            ctx.reverse, *ctx.activations, *reg, w_ch, ln_ih, ln_hh, ln_c, ln_bc,
+            ctx.layer_norm_eps)
         grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
                  "b_ih": d_bias if ctx.has_bias[0] else None,
                  "b_hh": d_bias if ctx.has_bias[1] else None,
                  "w_hr": d_w_hr if w_hr is not None else None,
                  "w_ch": d_w_ch if w_ch is not None else None}
+        if ln_ih is not None:  # d_ln: ln_w_ih (4H), ln_w_hh (4H), ln_w_c (H), ln_b_c (H)
+            H = w_hh.shape[0] // 4
+            grads.update(zip(_LN_ARGS, d_ln.split([4 * H, 4 * H, H, H])))
         # nothing flows to mask, reverse, the activation ids or the regularisers
         return tuple(grads.get(n) for n in _FORWARD_ARGS[:ctx.num_inputs])
     return layer_backward

@@ -7,6 +7,7 @@
 //   backward: per step: fused pass (gate derivatives, dc carried to t-1), dh = dgates W_hh;
 //             then dW_ih and dW_hh as ONE GEMM, dx, db, dW_hr over all T*B rows at once
 //             (on the BLAS of large_gemm.h).
+//   layer_norm=True: its own loops (layer_norm_loops.h), below.
 // Saved for backward: the gate pre-activations (T,B,4H), the cell states (T,B,H) and the
 // output (the h states). Activations are recomputed from pre-activations in backward,
 // which keeps every activation's derivative exact.
@@ -20,6 +21,7 @@
 #include "../ops.h"
 #include "host_cache.h"
 #include "large_gemm.h"
+#include "layer_norm_loops.h"
 #include "time_loops.h"
 
 namespace torchlstm {
@@ -35,24 +37,121 @@ void run_loop(const LayerSizes& z, const Loop& loop) {
   if (!loop(threads_for(z))) loop(1);
 }
 
-// d_w_ih and d_w_hh from ONE GEMM, dgates^T [x | h_prev], the two inputs side by side in
-// a cached buffer: MKL packs dgates once instead of twice. Measured at the headline
-// size: 8.35 ms for the two GEMMs, 7.7 ms for one plus the copy.
-void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& dgates,
+// d_w_ih = d_ih^T x and d_w_hh = d_hh^T h_prev from ONE GEMM where d_ih and d_hh are
+// the same tensor (dgates; layer normalisation makes them differ): dgates^T [x | h_prev],
+// the two inputs side by side in a cached buffer, MKL packs dgates once instead of
+// twice. Measured at the headline size: 8.35 ms for the two GEMMs, 7.7 ms for one plus
+// the copy.
+void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& d_ih, const at::Tensor& d_hh,
                            const at::Tensor& x_dropped, BackwardResult& g) {
   const LayerSizes& z = c.z;
-  const int64_t T = z.T, B = z.B, I = z.I, Hout = z.Hout;
-  if (T == 0) return weight_grads(c, dgates, x_dropped, g);
-  auto xh = empty_cached({T, B, I + Hout}, dgates.scalar_type());
+  const int64_t T = z.T, B = z.B, I = z.I, Hout = z.Hout, G = 4 * z.H;
+  if (T == 0) return weight_grads(c, d_ih, x_dropped, g);
+  auto xh = empty_cached({T, B, I + Hout}, d_ih.scalar_type());
   xh.narrow(2, 0, I).copy_(x_dropped);
   auto h_prev = xh.narrow(2, I, Hout);  // h_{t-1} of each step t
   h_prev[c.reverse ? T - 1 : 0].copy_(c.h0);
   if (T > 1)
     h_prev.narrow(0, c.reverse ? 0 : 1, T - 1).copy_(c.output.narrow(0, c.reverse ? 1 : 0, T - 1));
   if (c.reg.recurrent_keep.defined()) h_prev.mul_(c.reg.recurrent_keep.unsqueeze(0));
-  const auto both = large_mm(dgates.view({T * B, 4 * z.H}).t(), xh.view({T * B, I + Hout}));
-  g.d_w_ih = both.narrow(1, 0, I).contiguous();
-  g.d_w_hh = both.narrow(1, I, Hout).contiguous();
+  const auto xh2 = xh.view({T * B, I + Hout});
+  if (d_ih.is_same(d_hh)) {
+    const auto both = large_mm(d_ih.view({T * B, G}).t(), xh2);
+    g.d_w_ih = both.narrow(1, 0, I).contiguous();
+    g.d_w_hh = both.narrow(1, I, Hout).contiguous();
+  } else {
+    g.d_w_ih = large_mm(d_ih.view({T * B, G}).t(), xh2.narrow(1, 0, I));
+    g.d_w_hh = large_mm(d_hh.view({T * B, G}).t(), xh2.narrow(1, I, Hout));
+  }
+}
+
+// The incoming output gradient, contiguous: often an expanded tensor (the gradient of a
+// sum), made contiguous in a cached buffer as the other large buffers (host_cache.h).
+at::Tensor contiguous_grad_output(const LayerCall& c) {
+  if (c.grad_output.defined() && c.grad_output.is_contiguous()) return c.grad_output;
+  auto grad_out = empty_cached({c.z.T, c.z.B, c.z.Hout}, c.dtype);
+  if (c.grad_output.defined()) grad_out.copy_(c.grad_output);
+  else grad_out.zero_();
+  return grad_out;
+}
+
+// The layer-normalised LSTM (layer_norm_loops.h): x W_ih^T for every step as one GEMM
+// first, normalised in the loop's first pass; backward's dP (its gradient through LN)
+// feeds the GEMMs of dx and dW_ih, dR (the recurrent product's) that of dW_hh.
+ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H, G = 4 * H;
+  const auto x = c.dropped_input();
+  const auto dt = c.dtype;
+  const auto opts = x.options();
+  ForwardResult r;
+  r.output = empty_cached({T, B, z.Hout}, dt);
+  r.c_n = c.c0.clone(at::MemoryFormat::Contiguous);
+  r.gates = empty_cached({save ? T : 0, B, c.saved_layout().width}, dt);
+  r.cs = empty_cached({save ? T : 0, B, H}, dt);
+  if (T * B > 0) {
+    auto xih = large_mm(x.view({T * B, z.I}), c.w_ih.t()).contiguous();
+    auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
+    const auto& rk = c.reg.recurrent_keep;
+    auto hk = rk.defined() ? at::empty({2, B, z.Hout}, opts) : at::Tensor();
+    if (hk.defined()) hk[0].copy_(c.h0 * rk);
+    auto R = at::empty({B, G}, opts);
+    auto scratch = at::empty({threads_for(z), 5 * H}, opts);
+    AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_forward_cpu", [&] {
+      const LoopInputs<scalar_t> in(c, x);
+      const LnForwardBuffers<scalar_t> io{
+          xih.data_ptr<scalar_t>(), r.output.data_ptr<scalar_t>(), r.c_n.data_ptr<scalar_t>(),
+          mutable_data_or_null<scalar_t>(r_ws), save ? r.gates.data_ptr<scalar_t>() : nullptr,
+          save ? r.cs.data_ptr<scalar_t>() : nullptr, mutable_data_or_null<scalar_t>(hk),
+          R.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>()};
+      run_loop(z, [&](int nt) { return forward_loop_ln<scalar_t>(nt, c, in, io); });
+    });
+  }
+  r.h_n = T > 0 ? r.output[c.reverse ? 0 : T - 1].clone() : c.h0.clone();
+  return r;
+}
+
+BackwardResult layer_norm_backward(const LayerCall& c) {
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  const auto opts = c.input.options();
+  const auto dt = c.dtype;
+  const auto x = c.dropped_input();
+  const auto grad_out = contiguous_grad_output(c);
+  BackwardResult g;
+  g.d_h0 = c.grad_hn.defined() ? c.grad_hn.clone(at::MemoryFormat::Contiguous)
+                               : at::zeros({B, Hout}, opts);
+  auto dh_tmp = at::empty({B, Hout}, opts);
+  g.d_c0 = c.grad_cn.defined() ? c.grad_cn.clone(at::MemoryFormat::Contiguous)
+                               : at::zeros({B, H}, opts);
+  auto dA = empty_cached({T, B, G}, dt);
+  auto dR = empty_cached({T, B, G}, dt);
+  auto dP = empty_cached({T, B, G}, dt);
+  auto dh_all = z.proj ? empty_cached({T, B, Hout}, dt) : at::Tensor();
+  auto r_all = z.proj ? empty_cached({T, B, H}, dt) : at::Tensor();
+  auto dr_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
+  const int nt = threads_for(z);
+  auto acc = at::zeros({nt, 10 * H}, opts);  // each member's share of d_ln
+  if (T * B > 0) {
+    auto scratch = at::empty({nt, H}, opts);
+    AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_backward_cpu", [&] {
+      const LoopInputs<scalar_t> in(c, x);
+      const LnBackwardBuffers<scalar_t> io{
+          grad_out.data_ptr<scalar_t>(), c.gates.data_ptr<scalar_t>(), c.cs.data_ptr<scalar_t>(),
+          dA.data_ptr<scalar_t>(), dR.data_ptr<scalar_t>(), dP.data_ptr<scalar_t>(),
+          g.d_h0.data_ptr<scalar_t>(), dh_tmp.data_ptr<scalar_t>(), g.d_c0.data_ptr<scalar_t>(),
+          mutable_data_or_null<scalar_t>(dh_all), mutable_data_or_null<scalar_t>(r_all),
+          mutable_data_or_null<scalar_t>(dr_ws), acc.data_ptr<scalar_t>(),
+          scratch.data_ptr<scalar_t>()};
+      run_loop(z, [&](int n) { return backward_loop_ln<scalar_t>(n, c, in, io); });
+    });
+    if (T % 2 == 1) g.d_h0.copy_(dh_tmp);
+  }
+  g.d_ln = acc.sum(0);
+  input_bias_projection_grads(c, dA, dh_all, r_all, g, &large_mm, dP);
+  weight_grads_one_gemm(c, dP, dR, x, g);
+  peephole_grads(c, dA, g);
+  return g;
 }
 
 }  // namespace
@@ -67,6 +166,7 @@ struct CpuBackend {
       return {r.output.to(c.dtype), r.h_n.to(c.dtype), r.c_n.to(c.dtype), r.gates.to(c.dtype),
               r.cs};
     }
+    if (c.ln.on()) return layer_norm_forward(c, save);
     const LayerSizes& z = c.z;
     const int64_t T = z.T, B = z.B;
     const auto x = c.dropped_input();
@@ -102,25 +202,17 @@ struct CpuBackend {
     if (is_half(c.dtype)) {  // in float32, the gradients cast back (see forward)
       auto g = backward(c.in_float32());
       for (at::Tensor* t : {&g.d_input, &g.d_h0, &g.d_c0, &g.d_w_ih, &g.d_w_hh, &g.d_bias,
-                            &g.d_w_hr, &g.d_w_ch})
+                            &g.d_w_hr, &g.d_w_ch, &g.d_ln})
         *t = t->to(c.dtype);
       return g;
     }
+    if (c.ln.on()) return layer_norm_backward(c);
     const LayerSizes& z = c.z;
     const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
     const auto opts = c.input.options();
     const auto dt = c.dtype;
     const auto x = c.dropped_input();  // what W_ih saw
-    // grad_output is often an expanded tensor (the gradient of a sum): made contiguous
-    // in a cached buffer, as the other large buffers here (host_cache.h)
-    at::Tensor grad_out;
-    if (c.grad_output.defined() && c.grad_output.is_contiguous()) {
-      grad_out = c.grad_output;
-    } else {
-      grad_out = empty_cached({T, B, Hout}, dt);
-      if (c.grad_output.defined()) grad_out.copy_(c.grad_output);
-      else grad_out.zero_();
-    }
+    const auto grad_out = contiguous_grad_output(c);
     BackwardResult g;
     // Working buffers: dh ping-pongs between two (B,Hout) buffers; dc is updated in place.
     g.d_h0 = c.grad_hn.defined() ? c.grad_hn.clone(at::MemoryFormat::Contiguous)
@@ -147,8 +239,9 @@ struct CpuBackend {
     }
     // The weight and input gradients: a few large GEMMs over all T*B rows.
     input_bias_projection_grads(c, dgates, dh_all, r_all, g, &large_mm);
-    weight_grads_one_gemm(c, dgates, x, g);
+    weight_grads_one_gemm(c, dgates, dgates, x, g);
     peephole_grads(c, dgates, g);
+    g.d_ln = at::empty({0}, opts);
     return g;
   }
 };

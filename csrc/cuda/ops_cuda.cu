@@ -32,8 +32,17 @@
 namespace torchlstm {
 namespace cuda {
 
+// The CUDA kernels have no layer normalisation yet: the modules run it through the
+// reference loop there (torchlstm/_ops.py run_layer); a direct op call gets this error.
+inline void refuse_layer_norm(const LayerCall& c) {
+  TORCH_CHECK_NOT_IMPLEMENTED(!c.ln.on(), c.op, ": layer normalisation (ln_w_ih, ...) is not "
+                              "in the CUDA kernels; torchlstm.LSTM(layer_norm=True) runs it "
+                              "on CUDA through its reference loop");
+}
+
 struct CudaBackend {
   static ForwardResult forward(const LayerCall& c, bool save) {
+    refuse_layer_norm(c);
     const c10::cuda::CUDAGuard guard(c.input.device());
     const LayerSizes& z = c.z;
     const int64_t T = z.T, B = z.B, H = z.H, G = 4 * H;
@@ -81,6 +90,7 @@ struct CudaBackend {
   }
 
   static BackwardResult backward(const LayerCall& c) {
+    refuse_layer_norm(c);
     const c10::cuda::CUDAGuard guard(c.input.device());
     const LayerSizes& z = c.z;
     const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
@@ -111,6 +121,7 @@ struct CudaBackend {
     weight_grads(c, w.dgates, x, g);
     peephole_grads(c, w.dgates, g);
     g.d_c0 = w.dc.to(opts.dtype());
+    g.d_ln = at::empty({0}, opts);
     return g;
   }
 };
