@@ -195,15 +195,16 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg, const VariantArgs& variants) {
-  LayerCall c = common_call(op, input, h0, c0, w_ih, w_hh, c10::nullopt, c10::nullopt, w_hr, mask,
-                            reverse, activation, recurrent_activation, reg, variants);
+                        const Regularizers& reg, const VariantArgs& variants,
+                        const OptTensor& b_ih, const OptTensor& b_hh) {
+  LayerCall c = common_call(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse,
+                            activation, recurrent_activation, reg, variants);
   const LayerSizes& z = c.z;
   c.output = arg(op, "output", required(op, "output", output, "(seq_len, batch, output size)"),
                  {z.T, z.B, z.Hout}, "(seq_len, batch, proj_size or hidden_size)", input);
   c.gates = arg(op, "gates", required(op, "gates", gates, "(seq_len, batch, saved width)"),
                 {z.T, z.B, c.saved_layout().width},
-                c.ln.on() ? "(seq_len, batch, 13*hidden_size+3: what layer_forward saved with "
+                c.ln.on() ? "(seq_len, batch, 9*hidden_size+3: what layer_forward saved with "
                             "layer normalisation)"
                           : "(seq_len, batch, 4*hidden_size)",
                 input);

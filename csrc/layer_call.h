@@ -53,14 +53,15 @@ struct VariantArgs {
 };
 
 // What forward saves per step and batch row for backward (the `gates` output), along its
-// last dimension: the gate pre-activations a (4H; with the peephole terms in) and, with
-// layer normalisation, then the normalised products x^_ih = LN(x W_ih^T) and x^_hh (4H
-// each, before the scales), x^_c = LN(c~) (H), and the rstd of those three rows.
+// last dimension: the gate pre-activations a (4H; with the peephole terms in); with layer
+// normalisation instead the normalised products x^_ih = LN(x W_ih^T) and x^_hh (4H each,
+// before the scales), x^_c = LN(c~) (H) and the rstd of those three rows, from which
+// backward recomputes a (with the biases, which layer_backward then takes).
 struct SavedLayout {
-  int64_t a, xhat_ih, xhat_hh, xhat_c, rstd_ih, rstd_hh, rstd_c, width;
+  int64_t xhat_ih, xhat_hh, xhat_c, rstd_ih, rstd_hh, rstd_c, width;
   SavedLayout(int64_t H, bool layer_norm)
-      : a(0), xhat_ih(4 * H), xhat_hh(8 * H), xhat_c(12 * H), rstd_ih(13 * H),
-        rstd_hh(13 * H + 1), rstd_c(13 * H + 2), width(layer_norm ? 13 * H + 3 : 4 * H) {}
+      : xhat_ih(0), xhat_hh(4 * H), xhat_c(8 * H), rstd_ih(9 * H), rstd_hh(9 * H + 1),
+        rstd_c(9 * H + 2), width(layer_norm ? 9 * H + 3 : 4 * H) {}
 };
 
 struct LayerCall {
@@ -112,7 +113,8 @@ LayerCall backward_call(const char* op, const OptTensor& grad_output, const OptT
                         const OptTensor& w_hr, const OptTensor& mask, const OptTensor& output,
                         const OptTensor& gates, const OptTensor& cs, bool reverse,
                         int64_t activation, int64_t recurrent_activation,
-                        const Regularizers& reg, const VariantArgs& variants);
+                        const Regularizers& reg, const VariantArgs& variants,
+                        const OptTensor& b_ih, const OptTensor& b_hh);
 
 // What a backend's forward returns: output (T,B,Hout), h_n (B,Hout), c_n (B,H), and for
 // backward what each step saves (T,B,SavedLayout::width) and the cell states (T,B,H) in

@@ -4,12 +4,10 @@ namespace torchlstm {
 
 void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
-                                 BackwardResult& g, MatMul mm,
-                                 const at::Tensor& d_projected) {
+                                 BackwardResult& g, MatMul mm) {
   const LayerSizes& z = c.z;
   const auto dg2 = dgates.view({z.T * z.B, 4 * z.H});
-  const auto dp2 = d_projected.defined() ? d_projected.view({z.T * z.B, 4 * z.H}) : dg2;
-  g.d_input = mm(dp2, c.w_ih).view({z.T, z.B, z.I});
+  g.d_input = mm(dg2, c.w_ih).view({z.T, z.B, z.I});
   if (c.reg.input_keep.defined()) g.d_input.mul_(c.reg.input_keep.unsqueeze(0));
   g.d_bias = dg2.sum(0);
   g.d_w_hr = z.proj ? mm(dh_all.view({z.T * z.B, z.Hout}).t(), r_all.view({z.T * z.B, z.H}))

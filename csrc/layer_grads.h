@@ -12,12 +12,10 @@ namespace torchlstm {
 // with a projection d_w_hr = dh_all^T r_all (dh_all (T,B,Hout) the total gradient of
 // each step's h, r_all (T,B,H) each step's o*act(c)), else an empty tensor.
 // `mm` computes the matrix products (at::mm, or a backend's own: the CPU's large_gemm.h).
-// d_projected: the gradient of x W_ih^T where it is not dgates (layer normalisation).
 using MatMul = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
 void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
-                                 BackwardResult& g, MatMul mm = &at::mm,
-                                 const at::Tensor& d_projected = at::Tensor());
+                                 BackwardResult& g, MatMul mm = &at::mm);
 
 // d_w_ch, the peephole weights' gradient (empty without peepholes): the sums over all
 // steps and rows of d_i c_prev, d_f c_prev (c_prev: c0 at the first processed step, else

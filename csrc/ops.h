@@ -5,7 +5,7 @@
 //                    returns (output (T,B,Hout), h_n (B,Hout), c_n (B,H),
 //                             gates (T,B,4H) pre-activations, cs (T,B,H) cell states)
 //                    the last two are saved for backward (with layer normalisation
-//                    gates is (T,B,13H+3): layer_call.h's SavedLayout).
+//                    gates is (T,B,9H+3): layer_call.h's SavedLayout).
 //   layer_inference: layer_forward's (output, h_n, c_n), nothing saved (no autograd: the
 //                    modules call it when no gradient is needed).
 //   layer_backward:  the gradients of layer_forward's inputs:
@@ -16,6 +16,8 @@
 // carries over), then the regularisers (layer_call.h), then the cell variants: w_ch (3H)
 // the peephole weights (i, f, o); ln_w_ih, ln_w_hh (4H), ln_w_c, ln_b_c (H) and
 // layer_norm_eps, the layer normalisation (all four or none); all optional and last.
+// layer_backward takes b_ih and b_hh last (layer normalisation's backward recomputes the
+// pre-activations with them; unused otherwise).
 // h0, c0, w_ih, w_hh, output, gates and cs are required but typed `Tensor?`, so that None
 // gets an error naming the argument. LSTMCell is layer_forward over one step.
 // Fake kernels and autograd are registered from Python (torchlstm/_ops.py), which is the
@@ -48,7 +50,8 @@ inline void define_schemas(torch::Library& m) {
       "Tensor? h0, Tensor? c0, Tensor? w_ih, Tensor? w_hh, Tensor? w_hr, Tensor? mask, "
       "Tensor? output, Tensor? gates, Tensor? cs, bool reverse, int activation, "
       "int recurrent_activation, Tensor? input_keep=None, Tensor? recurrent_keep=None, "
-      "Tensor? zoneout_h=None, Tensor? zoneout_c=None, " TORCHLSTM_VARIANT_ARGS ") "
+      "Tensor? zoneout_h=None, Tensor? zoneout_c=None, " TORCHLSTM_VARIANT_ARGS
+      ", Tensor? b_ih=None, Tensor? b_hh=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
@@ -120,12 +123,13 @@ struct LayerOps {
                             const OptTensor& output, const OptTensor& gates,
                             const OptTensor& cs, bool reverse, int64_t act, int64_t ract,
                             const OptTensor& ik, const OptTensor& rk, const OptTensor& zh,
-                            const OptTensor& zc, TORCHLSTM_VARIANT_PARAMS) {
+                            const OptTensor& zc, TORCHLSTM_VARIANT_PARAMS,
+                            const OptTensor& b_ih, const OptTensor& b_hh) {
     auto g = Backend::backward(backward_call("torchlstm.layer_backward", grad_output, grad_hn,
                                              grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask,
                                              output, gates, cs, reverse, act, ract,
                                              detail::regularizers(ik, rk, zh, zc),
-                                             TORCHLSTM_VARIANT_VALUES));
+                                             TORCHLSTM_VARIANT_VALUES, b_ih, b_hh));
     return {g.d_input, g.d_h0, g.d_c0, g.d_w_ih, g.d_w_hh, g.d_bias, g.d_w_hr, g.d_w_ch, g.d_ln};
   }
 };

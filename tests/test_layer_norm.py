@@ -480,10 +480,34 @@ def test_torch_compile_fullgraph():
     assert_all_close(g_c, g_e, 1e-5)
 
 
-def test_torchscript_refuses_layer_norm_by_name():
-    for m in (torchlstm.LSTM(3, 4, layer_norm=True), torchlstm.LSTMCell(3, 4, layer_norm=True)):
-        with pytest.raises(RuntimeError, match="layer_norm=True cannot be scripted"):
-            torch.jit.script(m)
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2,
+                                     "peephole": True, "bias": False}],
+                         ids=["plain", "stacked-bidirectional-proj-peephole-nobias"])
+def test_torchscript_matches_eager(kw):
+    """torch.jit.script of a layer-normalised LSTM / LSTMCell: the scripted twin calls the
+    fused op with the layer-norm arguments; outputs and every gradient equal the eager
+    module's, and layer_norm_eps reaches it."""
+    torch.manual_seed(23)
+    m = torchlstm.LSTM(3, 5, layer_norm=True, layer_norm_eps=1e-3, **kw).double()
+    randomise_ln(m)
+    s = torch.jit.script(m)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    want = m(x)
+    got = s(x)
+    assert_all_close([got[0], *got[1]], [want[0], *want[1]], 1e-14)
+    g_want = torch.autograd.grad(weighted_loss([want[0]]), list(m.parameters()))
+    g_got = torch.autograd.grad(weighted_loss([got[0]]), list(m.parameters()))
+    assert_all_close(g_got, g_want, 1e-13)
+    other = torchlstm.LSTM(3, 5, layer_norm=True, **kw).double()
+    other.load_state_dict(m.state_dict())
+    assert rel_err(other(x)[0], want[0]) > 1e-8  # eps 1e-5 differs: the eps was passed
+    cell = torchlstm.LSTMCell(3, 5, layer_norm=True, peephole=True).double()
+    randomise_ln(cell)
+    sc = torch.jit.script(cell)
+    assert_all_close(list(sc(x[0])), list(cell(x[0])), 1e-14)
+    with torch.no_grad():
+        assert_all_close(list(sc(x[0])), list(cell(x[0])), 1e-14)
+        assert_all_close([s(x)[0]], [m(x)[0]], 1e-14)
 
 
 def test_keras_weights_round_trip():

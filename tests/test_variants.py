@@ -284,7 +284,7 @@ def test_opcheck():
               d[3], d[4], d[7], d[8], out.detach(), gates, cs, d[9], d[10], d[11], *d[12:]]
         torch.library.opcheck(ops.layer_backward, bw)
         grads = ops.layer_backward(*bw)
-        assert len(grads) == 8 and grads[7].shape == (3 * H,)
+        assert len(grads) == 9 and grads[7].shape == (3 * H,) and grads[8].shape == (0,)
 
 
 def test_torch_compile_fullgraph():

@@ -326,12 +326,12 @@ def _translate(n_outputs, input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=
                                    zoneout_c, H, Hout, w_ch, ln, layer_norm_eps)
     if n_outputs == 3:
         return out, h_n, c_n
-    # layer_forward's gates (T,B,4H; 13H+3 with layer norm) and cs (T,B,H) only feed
+    # layer_forward's gates (T,B,4H; 9H+3 with layer norm) and cs (T,B,H) only feed
     # backward, which an exported (inference) graph has not: zeros of their shapes, which
     # the optimizer drops.
     tb = g("Slice", g("Shape", input), g.ints([0]), g.ints([2]))
     zero = g.const([0.0], input.dtype)
-    width = 13 * H + 3 if ln is not None else 4 * H
+    width = 9 * H + 3 if ln is not None else 4 * H
     gates = g("Expand", zero, g("Concat", tb, g.ints([width]), axis=0))
     import onnx_ir as ir
     cs_dtype = (ir.DataType.FLOAT if input.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)

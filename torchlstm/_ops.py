@@ -130,7 +130,7 @@ def _check_required(op: str, **tensors) -> None:
 
 def _saved_width(H: int, ln_w_ih) -> int:
     """The last dimension of layer_forward's saved `gates` (csrc/layer_call.h SavedLayout)."""
-    return 13 * H + 3 if ln_w_ih is not None else 4 * H
+    return 9 * H + 3 if ln_w_ih is not None else 4 * H
 
 
 def _forward_fake(op, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mask, reverse, activation,
@@ -155,14 +155,14 @@ def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_h
                          mask, output, gates, cs, reverse, activation, recurrent_activation,
                          input_keep=None, recurrent_keep=None, zoneout_h=None, zoneout_c=None,
                          w_ch=None, ln_w_ih=None, ln_w_hh=None, ln_w_c=None, ln_b_c=None,
-                         layer_norm_eps=1e-5):
+                         layer_norm_eps=1e-5, b_ih=None, b_hh=None):
     op = "torchlstm.layer_backward"
     _check_required(op, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, output=output, gates=gates, cs=cs)
     _check_devices(op, input, grad_output=grad_output, grad_hn=grad_hn, grad_cn=grad_cn, h0=h0,
                    c0=c0, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, mask=mask, output=output,
                    gates=gates, cs=cs, input_keep=input_keep, recurrent_keep=recurrent_keep,
                    zoneout_h=zoneout_h, zoneout_c=zoneout_c, w_ch=w_ch, ln_w_ih=ln_w_ih,
-                   ln_w_hh=ln_w_hh, ln_w_c=ln_w_c, ln_b_c=ln_b_c)
+                   ln_w_hh=ln_w_hh, ln_w_c=ln_w_c, ln_b_c=ln_b_c, b_ih=b_ih, b_hh=b_hh)
     H = w_ih.shape[0] // 4
     return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty(4 * H),
@@ -226,12 +226,12 @@ def _layer_backward_with(backward_op):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             return _differentiable_backward(ctx, saved, (grad_out, grad_hn, grad_cn))
-        (input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, _b_ih, _b_hh, w_ch,
+        (input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs, b_ih, b_hh, w_ch,
          ln_ih, ln_hh, ln_c, ln_bc, *reg) = saved
+        ln = () if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_bc, ctx.layer_norm_eps, b_ih, b_hh)
         d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_w_hr, d_w_ch, d_ln = backward_op(
             grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, mask, out, gates, cs,
-            ctx.reverse, *ctx.activations, *reg, w_ch, ln_ih, ln_hh, ln_c, ln_bc,
-            ctx.layer_norm_eps)
+            ctx.reverse, *ctx.activations, *reg, w_ch, *ln)
         grads = {"input": d_input, "h0": d_h0, "c0": d_c0, "w_ih": d_w_ih, "w_hh": d_w_hh,
                  "b_ih": d_bias if ctx.has_bias[0] else None,
                  "b_hh": d_bias if ctx.has_bias[1] else None,

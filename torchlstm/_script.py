@@ -49,9 +49,6 @@ def _check_cell_options(module: nn.Module) -> None:
         if getattr(o, name) != 0:
             _refuse(module, name, getattr(o, name), "Keras dropout and zoneout are not "
                     "supported in TorchScript")
-    if o.layer_norm:
-        _refuse(module, "layer_norm", True, "the scripted twin calls the fused ops, which "
-                "do not take layer normalisation (export it with torch.export or ONNX)")
 
 
 def scriptable_lstm(module: nn.Module) -> "ScriptLSTM":
@@ -101,10 +98,13 @@ class ScriptLSTM(nn.Module):
             setattr(self, name, getattr(lstm, name))
         self._flat_weights_names: List[str] = list(lstm._flat_weights_names)
         self._flat_weights: List[Tensor] = [getattr(self, n) for n in self._flat_weights_names]
-        # per (layer, direction) k: weights k*stride .. ; w_ih, w_hh, [b_ih, b_hh], [w_hr]
-        self.peephole: bool = bool(lstm.options.peephole)
-        self._stride: int = (2 + (2 if lstm.bias else 0) + (1 if lstm.proj_size > 0 else 0)
-                             + (1 if self.peephole else 0))
+        # per (layer, direction) k: where each of its weights sits in _flat_weights (-1:
+        # absent), in the order of LayerWeights: w_ih, w_hh, b_ih, b_hh, w_hr, w_ch, ln_ih,
+        # ln_hh, ln_c, ln_bc
+        self._index: List[List[int]] = [
+            [self._flat_weights_names.index(n) if n is not None else -1 for n in names]
+            for names in lstm._weight_names]
+        self.layer_norm_eps: float = float(lstm.options.layer_norm_eps)
 
     def extra_repr(self) -> str:
         return self._repr
@@ -112,25 +112,11 @@ class ScriptLSTM(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, as torchlstm.LSTM's."""
 
-    def _weights(self, k: int) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor],
-                                       Optional[Tensor], Optional[Tensor]]:
-        i = k * self._stride
-        w_ih = self._flat_weights[i]
-        w_hh = self._flat_weights[i + 1]
-        b_ih: Optional[Tensor] = None
-        b_hh: Optional[Tensor] = None
-        w_hr: Optional[Tensor] = None
-        if self.bias:
-            b_ih = self._flat_weights[i + 2]
-            b_hh = self._flat_weights[i + 3]
-        w_ch: Optional[Tensor] = None
-        last = i + self._stride - 1  # registration order: ..., [weight_hr], [weight_ch]
-        if self.peephole:
-            w_ch = self._flat_weights[last]
-            last -= 1
-        if self.proj_size > 0:
-            w_hr = self._flat_weights[last]
-        return w_ih, w_hh, b_ih, b_hh, w_hr, w_ch
+    def _weight(self, k: int, role: int) -> Optional[Tensor]:
+        i = self._index[k][role]
+        if i < 0:
+            return None
+        return self._flat_weights[i]
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
@@ -188,17 +174,22 @@ class ScriptLSTM(nn.Module):
             outs: List[Tensor] = []
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh, w_hr, w_ch = self._weights(k)
+                w_ih = self._flat_weights[self._index[k][0]]
+                w_hh = self._flat_weights[self._index[k][1]]
+                b_ih, b_hh, w_hr = self._weight(k, 2), self._weight(k, 3), self._weight(k, 4)
+                w_ch = self._weight(k, 5)
+                ln_ih, ln_hh = self._weight(k, 6), self._weight(k, 7)
+                ln_c, ln_bc = self._weight(k, 8), self._weight(k, 9)
                 if need_grad:
                     out, h, c, _, _ = torch.ops.torchlstm.layer_forward(
                         x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1,
                         self.activation_id, self.recurrent_activation_id, None, None, None,
-                        None, w_ch)
+                        None, w_ch, ln_ih, ln_hh, ln_c, ln_bc, self.layer_norm_eps)
                 else:
                     out, h, c = torch.ops.torchlstm.layer_inference(
                         x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1,
                         self.activation_id, self.recurrent_activation_id, None, None, None,
-                        None, w_ch)
+                        None, w_ch, ln_ih, ln_hh, ln_c, ln_bc, self.layer_norm_eps)
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -240,6 +231,12 @@ class ScriptLSTMCell(nn.Module):
             self.weight_ch = cell.weight_ch
         else:
             self.register_parameter("weight_ch", None)
+        for name in ("ln_weight_ih", "ln_weight_hh", "ln_weight_c", "ln_bias_c"):
+            if cell.options.layer_norm:
+                setattr(self, name, getattr(cell, name))
+            else:
+                self.register_parameter(name, None)
+        self.layer_norm_eps: float = float(cell.options.layer_norm_eps)
 
     def extra_repr(self) -> str:
         return self._repr
@@ -293,17 +290,23 @@ class ScriptLSTMCell(nn.Module):
             w_ch = self.weight_ch
             if w_ch is not None:
                 need_grad = need_grad or w_ch.requires_grad
+            ln_ih, ln_hh = self.ln_weight_ih, self.ln_weight_hh
+            ln_c, ln_bc = self.ln_weight_c, self.ln_bias_c
+            if ln_ih is not None:
+                need_grad = need_grad or ln_ih.requires_grad
             need_grad = need_grad and torch.is_grad_enabled()
             if need_grad:
                 _, h, c, _, _ = torch.ops.torchlstm.layer_forward(
                     input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, b_ih, b_hh,
                     None, None, False, self.activation_id,
-                    self.recurrent_activation_id, None, None, None, None, w_ch)
+                    self.recurrent_activation_id, None, None, None, None, w_ch, ln_ih, ln_hh,
+                    ln_c, ln_bc, self.layer_norm_eps)
             else:
                 _, h, c = torch.ops.torchlstm.layer_inference(
                     input.unsqueeze(0), h0, c0, self.weight_ih, self.weight_hh, b_ih, b_hh,
                     None, None, False, self.activation_id,
-                    self.recurrent_activation_id, None, None, None, None, w_ch)
+                    self.recurrent_activation_id, None, None, None, None, w_ch, ln_ih, ln_hh,
+                    ln_c, ln_bc, self.layer_norm_eps)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c

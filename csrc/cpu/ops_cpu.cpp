@@ -37,32 +37,43 @@ void run_loop(const LayerSizes& z, const Loop& loop) {
   if (!loop(threads_for(z))) loop(1);
 }
 
-// d_w_ih = d_ih^T x and d_w_hh = d_hh^T h_prev from ONE GEMM where d_ih and d_hh are
-// the same tensor (dgates; layer normalisation makes them differ): dgates^T [x | h_prev],
-// the two inputs side by side in a cached buffer, MKL packs dgates once instead of
-// twice. Measured at the headline size: 8.35 ms for the two GEMMs, 7.7 ms for one plus
-// the copy.
-void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& d_ih, const at::Tensor& d_hh,
-                           const at::Tensor& x_dropped, BackwardResult& g) {
-  const LayerSizes& z = c.z;
-  const int64_t T = z.T, B = z.B, I = z.I, Hout = z.Hout, G = 4 * z.H;
-  if (T == 0) return weight_grads(c, d_ih, x_dropped, g);
-  auto xh = empty_cached({T, B, I + Hout}, d_ih.scalar_type());
-  xh.narrow(2, 0, I).copy_(x_dropped);
-  auto h_prev = xh.narrow(2, I, Hout);  // h_{t-1} of each step t
+// h_{t-1} of each step t (times recurrent_keep), written into h_prev (T,B,Hout): h0 at
+// the first processed step, else the previous output row.
+void fill_h_prev(const LayerCall& c, at::Tensor h_prev) {
+  const int64_t T = c.z.T;
   h_prev[c.reverse ? T - 1 : 0].copy_(c.h0);
   if (T > 1)
     h_prev.narrow(0, c.reverse ? 0 : 1, T - 1).copy_(c.output.narrow(0, c.reverse ? 1 : 0, T - 1));
   if (c.reg.recurrent_keep.defined()) h_prev.mul_(c.reg.recurrent_keep.unsqueeze(0));
-  const auto xh2 = xh.view({T * B, I + Hout});
-  if (d_ih.is_same(d_hh)) {
-    const auto both = large_mm(d_ih.view({T * B, G}).t(), xh2);
-    g.d_w_ih = both.narrow(1, 0, I).contiguous();
-    g.d_w_hh = both.narrow(1, I, Hout).contiguous();
-  } else {
-    g.d_w_ih = large_mm(d_ih.view({T * B, G}).t(), xh2.narrow(1, 0, I));
-    g.d_w_hh = large_mm(d_hh.view({T * B, G}).t(), xh2.narrow(1, I, Hout));
+}
+
+// d_w_ih and d_w_hh from ONE GEMM, dgates^T [x | h_prev], the two inputs side by side in
+// a cached buffer: MKL packs dgates once instead of twice. Measured at the headline
+// size: 8.35 ms for the two GEMMs, 7.7 ms for one plus the copy.
+void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& dgates,
+                           const at::Tensor& x_dropped, BackwardResult& g) {
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, I = z.I, Hout = z.Hout;
+  if (T == 0) return weight_grads(c, dgates, x_dropped, g);
+  auto xh = empty_cached({T, B, I + Hout}, dgates.scalar_type());
+  xh.narrow(2, 0, I).copy_(x_dropped);
+  fill_h_prev(c, xh.narrow(2, I, Hout));
+  const auto both = large_mm(dgates.view({T * B, 4 * z.H}).t(), xh.view({T * B, I + Hout}));
+  g.d_w_ih = both.narrow(1, 0, I).contiguous();
+  g.d_w_hh = both.narrow(1, I, Hout).contiguous();
+}
+
+// d_w_hh = sum_t dR[t]^T h_{t-1}: layer normalisation's (dR the gradient of the
+// recurrent product, which is not the input product's there).
+void weight_grads_hh(const LayerCall& c, const at::Tensor& dR, BackwardResult& g) {
+  const LayerSizes& z = c.z;
+  if (z.T == 0) {
+    g.d_w_hh = at::zeros({4 * z.H, z.Hout}, dR.options());
+    return;
   }
+  auto h_prev = empty_cached({z.T, z.B, z.Hout}, dR.scalar_type());
+  fill_h_prev(c, h_prev);
+  g.d_w_hh = large_mm(dR.view({z.T * z.B, 4 * z.H}).t(), h_prev.view({z.T * z.B, z.Hout}));
 }
 
 // The incoming output gradient, contiguous: often an expanded tensor (the gradient of a
@@ -76,8 +87,8 @@ at::Tensor contiguous_grad_output(const LayerCall& c) {
 }
 
 // The layer-normalised LSTM (layer_norm_loops.h): x W_ih^T for every step as one GEMM
-// first, normalised in the loop's first pass; backward's dP (its gradient through LN)
-// feeds the GEMMs of dx and dW_ih, dR (the recurrent product's) that of dW_hh.
+// first; backward's dP (its gradient through LN) feeds the GEMMs of dx and dW_ih, dR
+// (the recurrent product's) that of dW_hh, and the loop sums the other parameters'.
 ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
   const LayerSizes& z = c.z;
   const int64_t T = z.T, B = z.B, H = z.H, G = 4 * H;
@@ -90,17 +101,17 @@ ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
   r.gates = empty_cached({save ? T : 0, B, c.saved_layout().width}, dt);
   r.cs = empty_cached({save ? T : 0, B, H}, dt);
   if (T * B > 0) {
-    auto xih = large_mm(x.view({T * B, z.I}), c.w_ih.t()).contiguous();
+    const auto P = large_mm(x.view({T * B, z.I}), c.w_ih.t());
     auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
     const auto& rk = c.reg.recurrent_keep;
     auto hk = rk.defined() ? at::empty({2, B, z.Hout}, opts) : at::Tensor();
     if (hk.defined()) hk[0].copy_(c.h0 * rk);
     auto R = at::empty({B, G}, opts);
-    auto scratch = at::empty({threads_for(z), 5 * H}, opts);
+    auto scratch = at::empty({threads_for(z), kForwardScratch * H}, opts);
     AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_forward_cpu", [&] {
       const LoopInputs<scalar_t> in(c, x);
       const LnForwardBuffers<scalar_t> io{
-          xih.data_ptr<scalar_t>(), r.output.data_ptr<scalar_t>(), r.c_n.data_ptr<scalar_t>(),
+          P.data_ptr<scalar_t>(), r.output.data_ptr<scalar_t>(), r.c_n.data_ptr<scalar_t>(),
           mutable_data_or_null<scalar_t>(r_ws), save ? r.gates.data_ptr<scalar_t>() : nullptr,
           save ? r.cs.data_ptr<scalar_t>() : nullptr, mutable_data_or_null<scalar_t>(hk),
           R.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>()};
@@ -124,22 +135,21 @@ BackwardResult layer_norm_backward(const LayerCall& c) {
   auto dh_tmp = at::empty({B, Hout}, opts);
   g.d_c0 = c.grad_cn.defined() ? c.grad_cn.clone(at::MemoryFormat::Contiguous)
                                : at::zeros({B, H}, opts);
-  auto dA = empty_cached({T, B, G}, dt);
   auto dR = empty_cached({T, B, G}, dt);
   auto dP = empty_cached({T, B, G}, dt);
   auto dh_all = z.proj ? empty_cached({T, B, Hout}, dt) : at::Tensor();
   auto r_all = z.proj ? empty_cached({T, B, H}, dt) : at::Tensor();
   auto dr_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
   const int nt = threads_for(z);
-  auto acc = at::zeros({nt, 10 * H}, opts);  // each member's share of d_ln
+  auto acc = at::zeros({nt, ln::kGradAccWidth * H}, opts);  // each member's ln::GradAcc
   if (T * B > 0) {
-    auto scratch = at::empty({nt, H}, opts);
+    auto scratch = at::empty({nt, kBackwardScratch * H}, opts);
     AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_backward_cpu", [&] {
       const LoopInputs<scalar_t> in(c, x);
       const LnBackwardBuffers<scalar_t> io{
           grad_out.data_ptr<scalar_t>(), c.gates.data_ptr<scalar_t>(), c.cs.data_ptr<scalar_t>(),
-          dA.data_ptr<scalar_t>(), dR.data_ptr<scalar_t>(), dP.data_ptr<scalar_t>(),
-          g.d_h0.data_ptr<scalar_t>(), dh_tmp.data_ptr<scalar_t>(), g.d_c0.data_ptr<scalar_t>(),
+          dR.data_ptr<scalar_t>(), dP.data_ptr<scalar_t>(), g.d_h0.data_ptr<scalar_t>(),
+          dh_tmp.data_ptr<scalar_t>(), g.d_c0.data_ptr<scalar_t>(),
           mutable_data_or_null<scalar_t>(dh_all), mutable_data_or_null<scalar_t>(r_all),
           mutable_data_or_null<scalar_t>(dr_ws), acc.data_ptr<scalar_t>(),
           scratch.data_ptr<scalar_t>()};
@@ -147,10 +157,17 @@ BackwardResult layer_norm_backward(const LayerCall& c) {
     });
     if (T % 2 == 1) g.d_h0.copy_(dh_tmp);
   }
-  g.d_ln = acc.sum(0);
-  input_bias_projection_grads(c, dA, dh_all, r_all, g, &large_mm, dP);
-  weight_grads_one_gemm(c, dP, dR, x, g);
-  peephole_grads(c, dA, g);
+  const auto sums = acc.sum(0);
+  g.d_ln = sums.narrow(0, 0, 10 * H);
+  g.d_bias = sums.narrow(0, 10 * H, G);
+  g.d_w_ch = c.w_ch.defined() ? sums.narrow(0, 14 * H, 3 * H) : at::empty({0}, opts);
+  const auto dP2 = dP.view({T * B, G});
+  g.d_input = large_mm(dP2, c.w_ih).view({T, B, z.I});
+  if (c.reg.input_keep.defined()) g.d_input.mul_(c.reg.input_keep.unsqueeze(0));
+  g.d_w_hr = z.proj ? large_mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
+                    : at::empty({0}, opts);
+  g.d_w_ih = large_mm(dP2.t(), x.view({T * B, z.I}));
+  weight_grads_hh(c, dR, g);
   return g;
 }
 
@@ -239,7 +256,7 @@ struct CpuBackend {
     }
     // The weight and input gradients: a few large GEMMs over all T*B rows.
     input_bias_projection_grads(c, dgates, dh_all, r_all, g, &large_mm);
-    weight_grads_one_gemm(c, dgates, dgates, x, g);
+    weight_grads_one_gemm(c, dgates, x, g);
     peephole_grads(c, dgates, g);
     g.d_ln = at::empty({0}, opts);
     return g;
