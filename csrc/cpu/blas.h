@@ -70,6 +70,23 @@ inline bool cpu_has_avx512() {
   return false;
 #endif
 }
+// The CPU's vendor: MKL's fast paths are Intel's (on AMD it takes slower ones).
+inline bool cpu_is_amd() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool yes = __builtin_cpu_is("amd");
+  return yes;
+#else
+  return false;
+#endif
+}
+inline bool cpu_is_intel() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool yes = __builtin_cpu_is("intel");
+  return yes;
+#else
+  return false;
+#endif
+}
 inline bool use_avx512() {
   return cpu_has_avx512() && avx512_allowed().load(std::memory_order_relaxed);
 }
@@ -77,9 +94,13 @@ inline bool use_avx512() {
 // Which GEMM the time loops' float32 products run on (the per-step recurrent product, the
 // chunked input projection, the projection): torchlstm's own micro-kernel over weights
 // packed once (panel_gemm.h), or BLAS (MKL's packed GEMM where torch has it). Chosen at
-// run time: `auto` takes the widest kernel the CPU has — measured on an AMD EPYC (Zen 4,
-// one thread, bench/RESULTS.md) at 93-97% of the FMA peak where MKL's packed GEMM ran at
-// 65-90% (38% at 5 rows) — and AVX2 where AVX-512 is turned off (set_cpu_avx512).
+// run time, by what was measured per CPU vendor (bench/RESULTS.md, one thread): on an AMD
+// EPYC (Zen 4) the own AVX-512 kernel ran at 93-97% of the FMA peak where MKL's packed
+// GEMM ran at 65-90% (38% at 5 rows); on an Intel Xeon (Sapphire Rapids class, two
+// 512-bit FMA ports) MKL's packed GEMM is ahead (64x1024x512: 193 against 158 GFLOP/s;
+// the module 2-4% faster end to end). So `auto` is MKL's packed GEMM on Intel where torch
+// has it, else the widest own kernel the CPU has (AVX2 where AVX-512 is turned off:
+// set_cpu_avx512).
 // torchlstm._C.set_cpu_gemm picks one, so the tests run every path on any machine;
 // TORCHLSTM_CPU_GEMM (auto, blas, avx2, avx512) sets the start value.
 enum class StepGemm : int { AUTO = 0, BLAS = 1, AVX2 = 2, AVX512 = 3 };
@@ -108,6 +129,7 @@ inline PanelIsa step_panel_isa() {
     case StepGemm::AVX512:
       return PanelIsa::AVX512;
     default:
+      if (cpu_is_intel() && has_packed_gemm()) return PanelIsa::NONE;
       if (use_avx512() && panel_isa_supported(PanelIsa::AVX512)) return PanelIsa::AVX512;
       return panel_isa_supported(PanelIsa::AVX2) ? PanelIsa::AVX2 : PanelIsa::NONE;
   }

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq")
@@ -79,6 +80,7 @@ inline float erf_f(float x) { return std::erf(x); }
 namespace tl_avx512 {
 #include "../gate_math.h"
 #include "row_passes.h"
+#include "layer_norm_rows.h"
 }
 
 namespace tl_avx512 {
@@ -136,6 +138,36 @@ int64_t backward_row(int64_t n, int64_t H, const float* g, const float* c_prev, 
                                                    c_prev, c, dr_a, dr_b, dc, dg, r);
 }
 
+// The layer-norm row passes, each variant (zoneout, peepholes) its instantiation.
+void ln_forward_row(bool zone, bool peep, const ::torchlstm::cpu::LnArgs<float>& p,
+                    const float* P, const float* R, const float* zc, float* c, float* r,
+                    float* save, float* tmp) {
+#define TL_LN_FWD(Z, PP) \
+  if (zone == Z && peep == PP) \
+    return cpu::ln::forward_row<V16, true, Z, PP>(kAct, kRact, p, P, R, zc, c, r, save, tmp);
+  TL_LN_FWD(false, false)
+  TL_LN_FWD(true, false)
+  TL_LN_FWD(false, true)
+  TL_LN_FWD(true, true)
+#undef TL_LN_FWD
+}
+
+void ln_backward_row(bool zone, bool peep, const ::torchlstm::cpu::LnArgs<float>& p,
+                     const float* save, const float* c_prev, const float* c, const float* dr_a,
+                     const float* dr_b, const float* zh, const float* zc, float* dc, float* dR,
+                     float* dP, float* r, const ::torchlstm::cpu::LnAcc<float>& acc,
+                     float* tmp) {
+#define TL_LN_BWD(Z, PP)                                                                     \
+  if (zone == Z && peep == PP)                                                               \
+    return cpu::ln::backward_row<V16, true, Z, PP>(kAct, kRact, p, save, c_prev, c, dr_a, dr_b, \
+                                                   zh, zc, dc, dR, dP, r, acc, tmp);
+  TL_LN_BWD(false, false)
+  TL_LN_BWD(true, false)
+  TL_LN_BWD(false, true)
+  TL_LN_BWD(true, true)
+#undef TL_LN_BWD
+}
+
 }  // namespace torchlstm
 }  // namespace tl_avx512
 
@@ -158,6 +190,23 @@ int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const 
   return tl_avx512::torchlstm::backward_row(n, H, g, c_prev, c, dr_a, dr_b, pc, dc, dg, r);
 }
 
+bool ln_forward_row_avx512(bool zone, bool peep, const LnArgs<float>& p, const float* P,
+                           const float* R, const float* zc, float* c, float* r, float* save,
+                           float* tmp) {
+  tl_avx512::torchlstm::ln_forward_row(zone, peep, p, P, R, zc, c, r, save, tmp);
+  return true;
+}
+
+bool ln_backward_row_avx512(bool zone, bool peep, const LnArgs<float>& p, const float* save,
+                            const float* c_prev, const float* c, const float* dr_a,
+                            const float* dr_b, const float* zh, const float* zc, float* dc,
+                            float* dR, float* dP, float* r, const LnAcc<float>& acc,
+                            float* tmp) {
+  tl_avx512::torchlstm::ln_backward_row(zone, peep, p, save, c_prev, c, dr_a, dr_b, zh, zc, dc,
+                                        dR, dP, r, acc, tmp);
+  return true;
+}
+
 }  // namespace cpu
 }  // namespace torchlstm
 
@@ -174,6 +223,15 @@ int64_t backward_row_default_avx512(int64_t, int64_t, const float*, const float*
                                     const float*, const float*, const float*, float*, float*,
                                     float*) {
   return 0;
+}
+bool ln_forward_row_avx512(bool, bool, const LnArgs<float>&, const float*, const float*,
+                           const float*, float*, float*, float*, float*) {
+  return false;
+}
+bool ln_backward_row_avx512(bool, bool, const LnArgs<float>&, const float*, const float*,
+                            const float*, const float*, const float*, const float*, const float*,
+                            float*, float*, float*, float*, const LnAcc<float>&, float*) {
+  return false;
 }
 }  // namespace cpu
 }  // namespace torchlstm

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "layer_norm_args.h"
+
 namespace torchlstm {
 namespace cpu {
 
@@ -26,6 +28,17 @@ int64_t forward_row_default_avx512(int64_t n, int64_t H, const float* a, const f
 int64_t backward_row_default_avx512(int64_t n, int64_t H, const float* g, const float* c_prev,
                                     const float* c, const float* dr_a, const float* dr_b,
                                     const float* pc, float* dc, float* dg, float* r);
+
+// The layer-norm row passes (layer_norm_rows.h) of the default activations in float32:
+// the whole row; false (nothing done) where this build has no AVX-512 copy.
+bool ln_forward_row_avx512(bool zone, bool peep, const LnArgs<float>& p, const float* P,
+                           const float* R, const float* zc, float* c, float* r, float* save,
+                           float* tmp);
+bool ln_backward_row_avx512(bool zone, bool peep, const LnArgs<float>& p, const float* save,
+                            const float* c_prev, const float* c, const float* dr_a,
+                            const float* dr_b, const float* zh, const float* zc, float* dc,
+                            float* dR, float* dP, float* r, const LnAcc<float>& acc,
+                            float* tmp);
 
 }  // namespace cpu
 }  // namespace torchlstm

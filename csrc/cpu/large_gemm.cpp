@@ -1,5 +1,7 @@
 #include "large_gemm.h"
 
+#include "blas.h"
+
 #include <dlfcn.h>
 
 #include <atomic>
@@ -32,15 +34,6 @@ std::mutex g_load_mutex;
 std::atomic<int>& choice() {
   static std::atomic<int> c{static_cast<int>(large_gemm_from_env())};
   return c;
-}
-
-bool cpu_is_amd() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool yes = __builtin_cpu_is("amd");
-  return yes;
-#else
-  return false;
-#endif
 }
 
 // How BLAS reads a 2-D view: as is (row-major, ld = stride(0)) or transposed (ld =
@@ -125,10 +118,16 @@ LargeGemm set_large_gemm(LargeGemm c) {
 at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
   const OpenBlas* ob = g_openblas.load();
   const auto dt = a.scalar_type();
-  if (!ob || large_gemm_engine() != LargeGemm::OPENBLAS || (dt != at::kFloat && dt != at::kDouble) ||
-      b.scalar_type() != dt || a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(0) ||
-      std::max({a.size(0), a.size(1), b.size(1)}) >= (int64_t(1) << 31))
-    return at::mm(a, b);  // (at::mm also gives the errors for bad operands)
+  if ((dt != at::kFloat && dt != at::kDouble) || b.scalar_type() != dt || a.dim() != 2 ||
+      b.dim() != 2 || a.size(1) != b.size(0))
+    return at::mm(a, b);  // (at::mm gives the errors for bad operands)
+  if (!ob || large_gemm_engine() != LargeGemm::OPENBLAS ||
+      std::max({a.size(0), a.size(1), b.size(1)}) >= (int64_t(1) << 31)) {
+    // MKL, into a buffer of the cache (host_cache.h: a fresh one would page-fault)
+    auto c = empty_cached({a.size(0), b.size(1)}, dt);
+    at::mm_out(c, a, b);
+    return c;
+  }
   const auto A = blas_view(a).ok ? a : a.contiguous();
   const auto B = blas_view(b).ok ? b : b.contiguous();
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);

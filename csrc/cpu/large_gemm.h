@@ -32,8 +32,9 @@ LargeGemm large_gemm_engine();
 // the previous choice.
 LargeGemm set_large_gemm(LargeGemm choice);
 
-// a (M x K) . b (K x N) as a new contiguous tensor (float32 / float64; any strides with a
-// unit stride in one dimension of each operand); at::mm where OpenBLAS is not in use.
+// a (M x K) . b (K x N) as a new contiguous tensor from the buffer cache (host_cache.h:
+// no page faults on reuse); float32 / float64, any strides with a unit stride in one
+// dimension of each operand; MKL (at::mm_out) where OpenBLAS is not in use.
 at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace cpu

@@ -107,7 +107,7 @@ ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
     auto hk = rk.defined() ? at::empty({2, B, z.Hout}, opts) : at::Tensor();
     if (hk.defined()) hk[0].copy_(c.h0 * rk);
     auto R = at::empty({B, G}, opts);
-    auto scratch = at::empty({threads_for(z), kForwardScratch * H}, opts);
+    auto scratch = at::empty({threads_for(z), kLnForwardScratch * H}, opts);
     AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_forward_cpu", [&] {
       const LoopInputs<scalar_t> in(c, x);
       const LnForwardBuffers<scalar_t> io{
@@ -141,9 +141,9 @@ BackwardResult layer_norm_backward(const LayerCall& c) {
   auto r_all = z.proj ? empty_cached({T, B, H}, dt) : at::Tensor();
   auto dr_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
   const int nt = threads_for(z);
-  auto acc = at::zeros({nt, ln::kGradAccWidth * H}, opts);  // each member's ln::GradAcc
+  auto acc = at::zeros({nt, kLnAccWidth * H}, opts);  // each member's LnAcc
   if (T * B > 0) {
-    auto scratch = at::empty({nt, kBackwardScratch * H}, opts);
+    auto scratch = at::empty({nt, kLnBackwardScratch * H}, opts);
     AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_backward_cpu", [&] {
       const LoopInputs<scalar_t> in(c, x);
       const LnBackwardBuffers<scalar_t> io{
