@@ -19,22 +19,25 @@ def cpu_gemm(name):
     return cpu_setting(_C.set_cpu_gemm, name)
 
 
+INTEL = "GenuineIntel" in open("/proc/cpuinfo").read()
+
+
+def auto_engine():
+    """What `auto` resolves to here: MKL's packed GEMM on Intel, else the widest kernel."""
+    return "blas" if INTEL else (KERNELS[-1] if KERNELS else "blas")
+
+
 def test_this_cpu_gets_a_kernel_and_auto_follows_the_vendor():
     """Every kernel the CPU can run is built in; `auto` takes MKL's packed GEMM on Intel
     (measured faster there: csrc/cpu/blas.h) and the widest own kernel elsewhere."""
     import platform
-    intel = False
     if platform.machine() in ("x86_64", "AMD64"):
-        info = open("/proc/cpuinfo").read()
-        flags = info.split()
-        intel = "GenuineIntel" in info
+        flags = open("/proc/cpuinfo").read().split()
         assert ("avx2" in KERNELS) == ("avx2" in flags and "fma" in flags)
         assert ("avx512" in KERNELS) == ("avx512f" in flags)
     with cpu_gemm("auto"):
-        if intel:
-            assert _C.cpu_gemm() == "blas"
-        else:
-            assert _C.cpu_gemm() == (KERNELS[-1] if KERNELS else "blas")
+        assert _C.cpu_gemm() == auto_engine()
+        if not INTEL:
             if "avx512" in KERNELS:  # with AVX-512 turned off, auto takes the AVX2 kernel
                 before = _C.set_cpu_avx512(False)
                 try:
@@ -61,7 +64,7 @@ def test_bad_engine_in_the_environment_is_reported_and_ignored(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "TORCHLSTM_CPU_GEMM" in r.stderr and "fastest" in r.stderr
-    assert r.stdout.strip() == (KERNELS[-1] if KERNELS else "blas")
+    assert r.stdout.strip() == auto_engine()
 
 
 @pytest.mark.skipif(not KERNELS, reason="no micro-kernel for this CPU (needs AVX2+FMA)")
