@@ -25,11 +25,6 @@ inline void st(const T& v, S* p) {
   if constexpr (std::is_same<T, S>::value) *p = v;
   else v.store(p);
 }
-template <typename T, typename S>
-inline T ld_or(const S* p, S dflt) {  // p null: dflt
-  return p ? ld<T>(p) : T(dflt);
-}
-
 // body(zero, j) over units [0, n): SIMD vectors first (zero a Vectorized<S>), then the
 // scalar tail (zero an S). The maths is written once, in the body, for both.
 template <typename V, typename S, typename F>
@@ -65,24 +60,46 @@ inline void row_stats(const S* v, int64_t n, S eps, S& mean, S& rstd) {
   rstd = ln_rstd<S>(var, eps);
 }
 
-// The backward of LN over a row of n: dv = rstd (u - mean(u) - x^ mean(u x^)), u = g dy
-// (g null: 1); acc_g += dy x^ (the scale's gradient; null: skipped).
+// Both LN backwards of the pre-activations' gradient dA (4H) at once (one pass for the
+// four row means, one for the results): dR through LN(h W_hh^T; g_hh) and dP through
+// LN(x W_ih^T; g_ih), and the shares of g_hh's, g_ih's and the biases' gradients.
 template <typename V, typename S>
-inline void row_norm_backward(int64_t n, const S* dy, const S* g, const S* xhat, S rstd, S* dv,
-                              S* acc_g) {
-  auto u = [&](auto z, int64_t j) {
+inline void both_norms_backward(int64_t n, const S* dA, const S* g_hh, const S* xhh, S rstd_hh,
+                                const S* g_ih, const S* xih, S rstd_ih, S* dR, S* dP,
+                                S* acc_ghh, S* acc_gih, S* acc_bias) {
+  V a0(S(0)), a1(S(0)), a2(S(0)), a3(S(0));
+  S s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  auto terms = [&](auto z, int64_t j, auto& t0, auto& t1, auto& t2, auto& t3) {
     using T = decltype(z);
-    return g ? ld<T>(g + j) * ld<T>(dy + j) : ld<T>(dy + j);
+    const T d = ld<T>(dA + j), uh = ld<T>(g_hh + j) * d, ui = ld<T>(g_ih + j) * d;
+    t0 = t0 + uh;
+    t1 = t1 + uh * ld<T>(xhh + j);
+    t2 = t2 + ui;
+    t3 = t3 + ui * ld<T>(xih + j);
   };
-  const S m1 = sum_units<V, S>(n, u) / S(n);
-  const S m2 = sum_units<V, S>(n, [&](auto z, int64_t j) {
-                 return u(z, j) * ld<decltype(z)>(xhat + j);
-               }) / S(n);
+  int64_t j = 0;
+  for (; j + V::size() <= n; j += V::size()) terms(V(S(0)), j, a0, a1, a2, a3);
+  for (; j < n; ++j) terms(S(0), j, s0, s1, s2, s3);
+  S lanes[4][V::size()];
+  a0.store(lanes[0]);
+  a1.store(lanes[1]);
+  a2.store(lanes[2]);
+  a3.store(lanes[3]);
+  for (int i = 0; i < static_cast<int>(V::size()); ++i) {
+    s0 += lanes[0][i];
+    s1 += lanes[1][i];
+    s2 += lanes[2][i];
+    s3 += lanes[3][i];
+  }
+  const S m1h = s0 / S(n), m2h = s1 / S(n), m1i = s2 / S(n), m2i = s3 / S(n);
   for_units<V, S>(n, [&](auto z, int64_t j) {
     using T = decltype(z);
-    const T xh = ld<T>(xhat + j);
-    if (acc_g) st(ld<T>(acc_g + j) + ld<T>(dy + j) * xh, acc_g + j);
-    st(ln_input_grad<T>(u(z, j), xh, T(rstd), T(m1), T(m2)), dv + j);
+    const T d = ld<T>(dA + j), xh = ld<T>(xhh + j), xi = ld<T>(xih + j);
+    st(ld<T>(acc_ghh + j) + d * xh, acc_ghh + j);
+    st(ld<T>(acc_gih + j) + d * xi, acc_gih + j);
+    st(ld<T>(acc_bias + j) + d, acc_bias + j);
+    st(ln_input_grad<T>(ld<T>(g_hh + j) * d, xh, T(rstd_hh), T(m1h), T(m2h)), dR + j);
+    st(ln_input_grad<T>(ld<T>(g_ih + j) * d, xi, T(rstd_ih), T(m1i), T(m2i)), dP + j);
   });
 }
 
@@ -227,12 +244,8 @@ inline void backward_row(Activation act_, Activation ract_, const ::torchlstm::c
       st(ld<T>(acc.pc + 2 * H + j) + d_o * ld<T>(c + j), acc.pc + 2 * H + j);
     }
   });
-  for_units<V, S>(4 * H, [&](auto z, int64_t j) {
-    using T = decltype(z);
-    st(ld<T>(acc.bias + j) + ld<T>(dA + j), acc.bias + j);
-  });
-  row_norm_backward<V>(4 * H, dA, p.g_hh, xhh, save[p.rstd_hh], dR, acc.g_hh);
-  row_norm_backward<V>(4 * H, dA, p.g_ih, xih, save[p.rstd_ih], dP, acc.g_ih);
+  both_norms_backward<V>(4 * H, dA, p.g_hh, xhh, save[p.rstd_hh], p.g_ih, xih, save[p.rstd_ih],
+                         dR, dP, acc.g_hh, acc.g_ih, acc.bias);
 }
 
 }  // namespace ln
