@@ -8,11 +8,13 @@ leave a block's threads partly idle or strided over a row; the persistent path d
 layer normalisation (a forced one is an error naming it); opcheck.
 
 torch.empty is NaN-filled (the fixture), so an element a kernel forgets to write shows."""
+import copy
 import itertools
 
 import pytest
 import torch
 
+import torchlstm
 from torchlstm import _reference, activations
 from support import random_mask, regularizers, rel_err
 
@@ -230,3 +232,29 @@ def test_gradcheck(cuda):
             a[i] = t
         return cuda.ops.layer_forward(*a)[:3]
     assert torch.autograd.gradcheck(f, [args[i] for i in idx])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="modules on a CUDA GPU")
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2,
+                                     "peephole": True}],
+                         ids=["plain", "stacked-bidirectional-proj-peephole"])
+def test_module_on_gpu_matches_cpu(kw):
+    """torchlstm.LSTM(layer_norm=True) on a GPU = on the CPU (float64): outputs, states,
+    every parameter's gradient (whichever way run_layer routes CUDA layer norm)."""
+    torch.manual_seed(9)
+    m = torchlstm.LSTM(3, 5, layer_norm=True, **kw).double()
+    with torch.no_grad():
+        for n, q in m.named_parameters():
+            if n.startswith("ln_"):
+                q.add_(0.3 * torch.randn_like(q))
+    g = copy.deepcopy(m).cuda()
+    x = torch.randn(6, 4, 3, dtype=F64)
+    want = m(x)
+    got = g(x.cuda())
+    outs_w = [want[0], *want[1]]
+    outs_g = [got[0], *got[1]]
+    assert_close(outs_g, outs_w, 1e-12, "forward")
+    weighted(outs_w).backward()
+    weighted(outs_g).backward()
+    assert_close([q.grad for q in g.parameters()], [q.grad for q in m.parameters()], 1e-10,
+                 "grad")
