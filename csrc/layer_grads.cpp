@@ -41,9 +41,14 @@ void peephole_grads(const LayerCall& c, const at::Tensor& dgates, BackwardResult
 void weight_grads(const LayerCall& c, const at::Tensor& dgates, const at::Tensor& x_dropped,
                   BackwardResult& g) {
   const LayerSizes& z = c.z;
+  g.d_w_ih = at::mm(dgates.view({z.T * z.B, 4 * z.H}).t(), x_dropped.view({z.T * z.B, z.I}));
+  recurrent_weight_grad(c, dgates, g);
+}
+
+void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g) {
+  const LayerSizes& z = c.z;
   const int64_t T = z.T, B = z.B, G = 4 * z.H, Hout = z.Hout;
   const auto& rk = c.reg.recurrent_keep;
-  g.d_w_ih = at::mm(dgates.view({T * B, G}).t(), x_dropped.view({T * B, z.I}));
   if (T == 0) {
     g.d_w_hh = at::zeros({G, Hout}, dgates.options());
     return;

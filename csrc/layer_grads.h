@@ -28,4 +28,8 @@ void peephole_grads(const LayerCall& c, const at::Tensor& dgates, BackwardResult
 void weight_grads(const LayerCall& c, const at::Tensor& dgates, const at::Tensor& x_dropped,
                   BackwardResult& g);
 
+// weight_grads' d_w_hh alone, from the gradient dR (T,B,4H) of the recurrent products
+// (layer normalisation: the input products' gradient differs, d_w_ih is the caller's).
+void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dR, BackwardResult& g);
+
 }  // namespace torchlstm

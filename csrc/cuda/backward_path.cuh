@@ -3,6 +3,9 @@
 //             one fused kernel: gate gradients, dc carried to t-1 (step_kernels.cuh)
 //             dh_{t-1} = dgates[t] W_hh   one GEMM [+ mask / dropout / zoneout terms]
 // The weight and input gradients follow as large GEMMs (layer_grads.h).
+// With layer normalisation (ln_backward_loop) the fused kernel is layer_norm_kernels.cuh's
+// step kernel (a block per batch row): it writes dA and dy (summed into the parameters'
+// gradients after the loop) and dR, the recurrent product's gradient: dh_{t-1} = dR W_hh.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -88,6 +91,95 @@ at::Tensor backward_loop(const LayerCall& c, const at::Tensor& c0, cudaStream_t 
     std::swap(dh, dh_nx);
   }
   return dh == w.dh_a.data_ptr<scalar_t>() ? w.dh_a : w.dh_b;
+}
+
+// The layer-norm loop's extra buffers: dA (T,B,4H) and dy (T,B,H) in the cell dtype, dR
+// (T,B,4H) in the input dtype, ws (B,H) scratch in the cell dtype. (w.dgates is unused.)
+struct LnBackwardBuffers {
+  at::Tensor dA, dy, dR, ws;
+};
+
+template <typename scalar_t, typename acc_t>
+at::Tensor ln_backward_loop(const LayerCall& c, const at::Tensor& c0, cudaStream_t stream,
+                            BackwardBuffers& w, LnBackwardBuffers& l) {
+  using cuda_plan::kPointwiseThreads;
+  using cuda_plan::pointwise_blocks;
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  const LnOffsets L = ln_offsets(c);
+  const scalar_t* rk = data_or_null<scalar_t>(c.reg.recurrent_keep);
+  const scalar_t* zh = data_or_null<scalar_t>(c.reg.zoneout_h);
+  const scalar_t* zc = data_or_null<scalar_t>(c.reg.zoneout_c);
+  const scalar_t* grad_out = data_or_null<scalar_t>(w.grad_out);
+  const scalar_t* w_hh = c.w_hh.data_ptr<scalar_t>();
+  const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
+  const unsigned threads = static_cast<unsigned>(cuda_plan::ln_row_threads(H));
+  LnBackwardStep<scalar_t, acc_t> k;
+  k.p = ln_params<scalar_t>(c);
+  k.L = L;
+  k.dc = w.dc.data_ptr<acc_t>();
+  k.ws = l.ws.data_ptr<acc_t>();
+  k.H = H;
+  k.proj = z.proj;
+  k.act = c.act;
+  k.ract = c.ract;
+  scalar_t* dh = w.dh_a.data_ptr<scalar_t>();     // gradient reaching h_t from later steps
+  scalar_t* dh_nx = w.dh_b.data_ptr<scalar_t>();  // ... and h_{t-1}
+  for (int64_t s = T - 1; s >= 0; --s) {
+    const int64_t t = c.reverse ? T - 1 - s : s;
+    const int64_t tp = c.reverse ? t + 1 : t - 1;
+    const scalar_t* go_t = grad_out ? grad_out + t * B * Hout : nullptr;
+    k.mask = c.mask.defined() ? c.mask.data_ptr<bool>() + t * B : nullptr;
+    const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
+    k.zc = zc ? zc + t * B * H : nullptr;
+    k.zh = z.proj ? nullptr : zh_t;
+    if (z.proj) {
+      scalar_t* dht = w.dh_all.data_ptr<scalar_t>() + t * B * Hout;
+      launch(projected_grad_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
+             dht, go_t, static_cast<const scalar_t*>(dh), k.mask, zh_t, B, Hout);
+      gemm_rm<scalar_t>(false, false, B, H, Hout, dht, Hout, c.w_hr.data_ptr<scalar_t>(), H, 0.f,
+                        w.dr_ws.data_ptr<scalar_t>(), H);  // dr = dh W_hr
+      k.go = nullptr;
+      k.dh = dht;
+      k.dr = w.dr_ws.data_ptr<scalar_t>();
+      k.r_save = w.r_all.data_ptr<scalar_t>() + t * B * H;
+    } else {
+      k.go = go_t;
+      k.dh = dh;
+      k.dr = nullptr;
+      k.r_save = nullptr;
+    }
+    k.save = c.gates.data_ptr<scalar_t>() + t * B * L.width;
+    k.c_prev = s == 0 ? c0.data_ptr<acc_t>() : c.cs.data_ptr<acc_t>() + tp * B * H;
+    k.c = c.cs.data_ptr<acc_t>() + t * B * H;
+    k.dA = l.dA.data_ptr<acc_t>() + t * B * G;
+    k.dy = l.dy.data_ptr<acc_t>() + t * B * H;
+    k.dR = l.dR.data_ptr<scalar_t>() + t * B * G;
+    launch(ln_backward_step_kernel<scalar_t, acc_t>, static_cast<unsigned>(B), threads, 0,
+           stream, k);
+    // dh_{t-1} = dR[t] W_hh, then (mask, dropout, zoneout) what else reaches h_{t-1}
+    gemm_rm<scalar_t>(false, false, B, Hout, G, k.dR, G, w_hh, Hout, 0.f, dh_nx, Hout);
+    if (k.mask || rk || zh_t)
+      launch(dh_prev_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream, dh_nx,
+             go_t, static_cast<const scalar_t*>(dh), k.mask, rk, zh_t, B, Hout);
+    std::swap(dh, dh_nx);
+  }
+  return dh == w.dh_a.data_ptr<scalar_t>() ? w.dh_a : w.dh_b;
+}
+
+// dP (T*B, 4H), the input product's gradient, from dA after the loop: one block per row.
+template <typename scalar_t, typename acc_t>
+at::Tensor ln_input_product_grad(const LayerCall& c, const at::Tensor& dA, cudaStream_t stream) {
+  const LayerSizes& z = c.z;
+  const int64_t G = 4 * z.H;
+  const LnOffsets L = ln_offsets(c);
+  auto dP = at::empty({z.T * z.B, G}, c.input.options());
+  const scalar_t* saved = c.gates.data_ptr<scalar_t>();
+  launch(ln_rows_backward_kernel<scalar_t, acc_t>, static_cast<unsigned>(z.T * z.B),
+         cuda_plan::ln_row_threads(G), 0, stream, static_cast<const acc_t*>(dA.data_ptr<acc_t>()),
+         G, static_cast<const scalar_t*>(c.ln.w_ih.data_ptr<scalar_t>()), saved + L.xhat_ih,
+         saved + L.rstd_ih, L.width, dP.data_ptr<scalar_t>());
+  return dP;
 }
 
 }  // namespace cuda

@@ -5,6 +5,10 @@
 //   GEMM:       per step one cuBLAS GEMM (+ h W_hh^T into the step's gate rows) and ONE
 //               fused pointwise kernel (biases, gates, c, h; step_kernels.cuh)
 //               [projection: h = r W_hr^T, one more GEMM]
+//               With layer normalisation (ln_gemm_forward): x W_ih^T normalised row by
+//               row before the loop, then per step R = h W_hh^T and ONE step kernel, a
+//               block per batch row (layer_norm_kernels.cuh). The persistent path has no
+//               layer normalisation (launch_plan.h).
 // Which one runs: launch_plan.h's plan, the device, and the forced-path switch.
 #pragma once
 
@@ -15,6 +19,7 @@
 #include "cublas_gemm.h"
 #include "launch.h"
 #include "launch_plan.h"
+#include "layer_norm_kernels.cuh"
 #include "persistent_kernel.cuh"
 #include "step_kernels.cuh"
 
@@ -156,6 +161,98 @@ void gemm_forward(const LayerCall& c, cudaStream_t stream, bool save, ForwardRes
     k.zc = zc ? zc + t * B * H : nullptr;
     k.zh = zh && !z.proj ? zh + t * B * Hout : nullptr;
     launch(forward_step_kernel<scalar_t, acc_t>, blocks, kPointwiseThreads, 0, stream, k);
+    if (z.proj) {
+      gemm_rm<scalar_t>(false, true, B, Hout, H, r_ws.data_ptr<scalar_t>(), H,
+                        c.w_hr.data_ptr<scalar_t>(), H, 0.f, out_t, Hout);  // h = r W_hr^T
+      if (k.mask || zh)
+        launch(finish_projected_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
+               out_t, h_prev, k.mask, zh ? zh + t * B * Hout : nullptr, B, Hout);
+    }
+  }
+  r.c_n.copy_(cell);
+}
+
+template <typename scalar_t>
+LnParams<scalar_t> ln_params(const LayerCall& c) {
+  return {c.ln.w_ih.data_ptr<scalar_t>(), c.ln.w_hh.data_ptr<scalar_t>(),
+          c.ln.w_c.data_ptr<scalar_t>(),  c.ln.b_c.data_ptr<scalar_t>(),
+          data_or_null<scalar_t>(c.b_ih), data_or_null<scalar_t>(c.b_hh),
+          data_or_null<scalar_t>(c.w_ch)};
+}
+
+inline LnOffsets ln_offsets(const LayerCall& c) {
+  const SavedLayout L = c.saved_layout();
+  return {L.xhat_ih, L.xhat_hh, L.xhat_c, L.rstd_ih, L.rstd_hh, L.rstd_c, L.width};
+}
+
+// The GEMM path with layer normalisation. P (T*B, 4H) holds x W_ih^T of every step; it
+// is normalised into the saved rows (save) or in place (inference) first. Per step: R =
+// h W_hh^T (cuBLAS), the step kernel (one block per batch row), [the projection].
+template <typename scalar_t, typename acc_t>
+void ln_gemm_forward(const LayerCall& c, at::Tensor& P, cudaStream_t stream, bool save,
+                     ForwardResult& r) {
+  using cuda_plan::kPointwiseThreads;
+  using cuda_plan::pointwise_blocks;
+  const LayerSizes& z = c.z;
+  const int64_t T = z.T, B = z.B, H = z.H, Hout = z.Hout, G = 4 * H;
+  const LnOffsets L = ln_offsets(c);
+  const auto opts = c.input.options();
+  const scalar_t* rk = data_or_null<scalar_t>(c.reg.recurrent_keep);
+  const scalar_t* zh = data_or_null<scalar_t>(c.reg.zoneout_h);
+  const scalar_t* zc = data_or_null<scalar_t>(c.reg.zoneout_c);
+  auto cell = at::empty({B, H}, opts.dtype(c.cell_dtype));  // a copy: updated in place
+  cell.copy_(c.c0);
+  auto ws = at::empty({B, 2 * H}, opts.dtype(c.cell_dtype));
+  auto R = at::empty({B, G}, opts);
+  auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
+  at::Tensor hk = rk ? at::empty({B, Hout}, opts) : at::Tensor();
+  const unsigned out_blocks = static_cast<unsigned>(pointwise_blocks(B * Hout));
+  const acc_t eps = static_cast<acc_t>(c.ln.eps);
+  scalar_t* saved = save ? r.gates.data_ptr<scalar_t>() : nullptr;
+  scalar_t* xih = save ? saved + L.xhat_ih : P.data_ptr<scalar_t>();
+  const int64_t xih_ld = save ? L.width : G;
+  const scalar_t* p_rows = P.data_ptr<scalar_t>();
+  launch(ln_rows_forward_kernel<scalar_t, acc_t>, static_cast<unsigned>(T * B),
+         cuda_plan::ln_row_threads(G), 0, stream, p_rows, G, xih, xih_ld,
+         save ? saved + L.rstd_ih : nullptr, G, eps);
+  LnForwardStep<scalar_t, acc_t> k;
+  k.p = ln_params<scalar_t>(c);
+  k.L = L;
+  k.xih_ld = xih_ld;
+  k.R = R.data_ptr<scalar_t>();
+  k.c = cell.data_ptr<acc_t>();
+  k.ws = ws.data_ptr<acc_t>();
+  k.H = H;
+  k.eps = eps;
+  k.proj = z.proj;
+  k.act = c.act;
+  k.ract = c.ract;
+  const unsigned threads = static_cast<unsigned>(cuda_plan::ln_row_threads(H));
+  scalar_t* out = r.output.data_ptr<scalar_t>();
+  const scalar_t* w_hh = c.w_hh.data_ptr<scalar_t>();
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = c.reverse ? T - 1 - s : s;
+    const int64_t tp = c.reverse ? t + 1 : t - 1;
+    const scalar_t* h_prev = s == 0 ? c.h0.data_ptr<scalar_t>() : out + tp * B * Hout;
+    scalar_t* out_t = out + t * B * Hout;
+    const scalar_t* h_in = h_prev;  // what the recurrent product reads
+    if (rk) {
+      launch(mul_kernel<scalar_t, acc_t>, out_blocks, kPointwiseThreads, 0, stream,
+             hk.data_ptr<scalar_t>(), h_prev, rk, B * Hout);
+      h_in = hk.data_ptr<scalar_t>();
+    }
+    gemm_rm<scalar_t>(false, true, B, G, Hout, h_in, Hout, w_hh, Hout, 0.f,
+                      R.data_ptr<scalar_t>(), G);  // R = h W_hh^T
+    k.xih = xih + t * B * xih_ld;
+    k.save = saved ? saved + t * B * L.width : nullptr;
+    k.h_prev = h_prev;
+    k.r = z.proj ? r_ws.data_ptr<scalar_t>() : out_t;
+    k.c_save = save ? r.cs.data_ptr<acc_t>() + t * B * H : nullptr;
+    k.mask = c.mask.defined() ? c.mask.data_ptr<bool>() + t * B : nullptr;
+    k.zc = zc ? zc + t * B * H : nullptr;
+    k.zh = zh && !z.proj ? zh + t * B * Hout : nullptr;
+    launch(ln_forward_step_kernel<scalar_t, acc_t>, static_cast<unsigned>(B), threads, 0,
+           stream, k);
     if (z.proj) {
       gemm_rm<scalar_t>(false, true, B, Hout, H, r_ws.data_ptr<scalar_t>(), H,
                         c.w_hr.data_ptr<scalar_t>(), H, 0.f, out_t, Hout);  // h = r W_hr^T

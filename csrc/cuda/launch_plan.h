@@ -15,7 +15,9 @@
 //                    products and the gates, writes its units of h_t, and the grid meets
 //                    at grid.sync(). One warp per unit (lanes split the dot products over
 //                    H), so U warps per block.
-//   The persistent path needs: no projection, B <= kPersistentMaxBatch, every block
+//   The persistent path needs: no projection, no layer normalisation (its row statistics
+//   span every block: the GEMM path's step kernel takes a whole batch row per block),
+//   B <= kPersistentMaxBatch, every block
 //   resident at once (one block per multiprocessor here), and its shared memory
 //   (4·U·H weights + B·H state) within the per-block opt-in limit.
 #pragma once
@@ -64,8 +66,14 @@ inline int64_t batch_instance(int64_t b) {
 
 // elem: bytes of one weight (the input dtype); acc_elem: bytes of the accumulation type.
 inline PersistentPlan plan_persistent(int64_t B, int64_t H, bool proj, int64_t elem,
-                                      int64_t acc_elem, const DeviceLimits& d) {
+                                      int64_t acc_elem, const DeviceLimits& d,
+                                      bool layer_norm = false) {
   PersistentPlan p;
+  if (layer_norm) {
+    p.why = "layer normalisation (layer_norm=True): the persistent kernel has none, the GEMM "
+            "path runs it";
+    return p;
+  }
   if (proj) { p.why = "projection (proj_size > 0)"; return p; }
   const int64_t max_b = acc_elem > 4 ? kPersistentMaxBatchDouble : kPersistentMaxBatch;
   if (B < 1 || B > max_b) { p.why = "batch too large (at most 16; 8 in float64)"; return p; }
@@ -89,6 +97,15 @@ inline PersistentPlan plan_persistent(int64_t B, int64_t H, bool proj, int64_t e
 constexpr int kPointwiseThreads = 256;
 inline int64_t pointwise_blocks(int64_t n) {
   return n <= 0 ? 1 : (n + kPointwiseThreads - 1) / kPointwiseThreads;
+}
+
+// Threads of the layer-norm kernels (layer_norm_kernels.cuh: one block per row of n
+// elements, strided over the row): whole warps (their block reductions shuffle across a
+// full warp), as few as cover the row, at most kLnMaxThreads.
+constexpr int kLnMaxThreads = 256;
+inline int ln_row_threads(int64_t n) {
+  const int64_t t = (n + kWarp - 1) / kWarp * kWarp;
+  return t < kWarp ? kWarp : t > kLnMaxThreads ? kLnMaxThreads : static_cast<int>(t);
 }
 
 // Which forward path to take: 0 = automatic, 1 = always the GEMM path, 2 = the

@@ -14,9 +14,10 @@ namespace {
 
 // plan_persistent's choice for given sizes and device limits, as a dict.
 pybind11::dict persistent_plan(int64_t B, int64_t H, bool proj, int64_t elem, int64_t acc_elem,
-                               int sm_count, int64_t smem_per_block, int max_threads_per_block) {
+                               int sm_count, int64_t smem_per_block, int max_threads_per_block,
+                               bool layer_norm) {
   const auto p = plan_persistent(B, H, proj, elem, acc_elem,
-                                 {sm_count, smem_per_block, max_threads_per_block});
+                                 {sm_count, smem_per_block, max_threads_per_block}, layer_norm);
   pybind11::dict d;
   d["ok"] = p.ok;
   d["why"] = std::string(p.why);
@@ -42,7 +43,7 @@ void bind(pybind11::module_& m) {
   m.def("persistent_plan", &persistent_plan, "the CUDA persistent kernel's launch plan (launch_plan.h)",
         pybind11::arg("B"), pybind11::arg("H"), pybind11::arg("proj"), pybind11::arg("elem"),
         pybind11::arg("acc_elem"), pybind11::arg("sm_count"), pybind11::arg("smem_per_block"),
-        pybind11::arg("max_threads_per_block"));
+        pybind11::arg("max_threads_per_block"), pybind11::arg("layer_norm") = false);
   m.def(
       "set_cuda_forward_path",
       [](const std::string& path) {
