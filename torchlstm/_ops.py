@@ -66,15 +66,15 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, *, mask: Optio
     (output (T,B,Hout), h_n (B,Hout), c_n (B,H)). activation, recurrent_activation: kernel
     ids, or callables; callables and dtypes the kernels lack (complex) take the reference
     loop, with autograd. need_grad=False runs the inference op, which saves nothing.
-    Layer normalisation (w.ln_ih given) is fused in the CPU kernels; on other devices it
-    takes the reference loop (the CUDA kernels do not have it)."""
+    Layer normalisation (w.ln_ih given) is fused in the CPU and CUDA kernels; on other
+    devices it takes the reference loop."""
     ln = {}
     if w.ln_ih is not None:
         _check_layer_norm(x, w)
         ln = dict(ln_ih=w.ln_ih, ln_hh=w.ln_hh, ln_c=w.ln_c, ln_bc=w.ln_bc,
                   layer_norm_eps=layer_norm_eps)
     if (callable(activation) or callable(recurrent_activation) or x.dtype not in _KERNEL_DTYPES
-            or (ln and x.device.type != "cpu")):
+            or (ln and x.device.type not in ("cpu", "cuda"))):
         return _reference.layer_forward(
             x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, mask=mask, reverse=reverse,
             act=activations.as_function(activation),
