@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <limits>
 
 #include "host_cache.h"
 #include "panel_gemm.h"
@@ -99,8 +100,8 @@ inline bool use_avx512() {
 // GEMM ran at 65-90% (38% at 5 rows); on an Intel Xeon (Sapphire Rapids class, two
 // 512-bit FMA ports) MKL's packed GEMM is ahead (64x1024x512: 193 against 158 GFLOP/s;
 // the module 2-4% faster end to end). So `auto` is MKL's packed GEMM on Intel where torch
-// has it, else the widest own kernel the CPU has (AVX2 where AVX-512 is turned off:
-// set_cpu_avx512).
+// has it (but for a handful of batch rows: step_panel_isa), else the widest own kernel the
+// CPU has (AVX2 where AVX-512 is turned off: set_cpu_avx512).
 // torchlstm._C.set_cpu_gemm picks one, so the tests run every path on any machine;
 // TORCHLSTM_CPU_GEMM (auto, blas, avx2, avx512) sets the start value.
 enum class StepGemm : int { AUTO = 0, BLAS = 1, AVX2 = 2, AVX512 = 3 };
@@ -119,8 +120,11 @@ inline bool has_packed_gemm() {
          torch_symbol("cblas_sgemm_compute");
 }
 
-// The micro-kernel the float32 loops use now (NONE: BLAS).
-inline PanelIsa step_panel_isa() {
+// The micro-kernel the float32 loops use now (NONE: BLAS) for products of `rows` batch
+// rows (the GEMM's n; the default: a large batch). On Intel `auto` takes MKL, except for
+// a handful of rows (up to 4: there the own kernel measured faster, B=1 forward+backward
+// 1.50 -> 1.37 ms at T=100, I=H=128, 2 threads).
+inline PanelIsa step_panel_isa(int64_t rows = std::numeric_limits<int64_t>::max()) {
   switch (static_cast<StepGemm>(step_gemm_choice().load(std::memory_order_relaxed))) {
     case StepGemm::BLAS:
       return PanelIsa::NONE;
@@ -129,7 +133,7 @@ inline PanelIsa step_panel_isa() {
     case StepGemm::AVX512:
       return PanelIsa::AVX512;
     default:
-      if (cpu_is_intel() && has_packed_gemm()) return PanelIsa::NONE;
+      if (cpu_is_intel() && has_packed_gemm() && rows > 4) return PanelIsa::NONE;
       if (use_avx512() && panel_isa_supported(PanelIsa::AVX512)) return PanelIsa::AVX512;
       return panel_isa_supported(PanelIsa::AVX2) ? PanelIsa::AVX2 : PanelIsa::NONE;
   }
@@ -172,7 +176,7 @@ class PackedA {
   PackedA(bool trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, bool pack)
       : trans_a_(trans_a), m_(m), k_(k), a_(a), lda_(lda) {
     if constexpr (std::is_same<T, float>::value) {
-      const PanelIsa isa = step_panel_isa();
+      const PanelIsa isa = step_panel_isa(n);
       // (batch 1-4 with a transposed A runs the small_n loop below: measured at B=1,
       // H=128 it beats the kernel, whose tile is then one row high)
       if (pack && isa != PanelIsa::NONE && m > 0 && k > 0 && !(trans_a && n <= kSmallN)) {
