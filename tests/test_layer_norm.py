@@ -568,13 +568,19 @@ TEAM_CASES = {
 }
 
 
+def large_blases():
+    return ["mkl"] + (["openblas"] if torchlstm._C.cpu_openblas_loaded() else [])
+
+
 @pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("gemm", ["auto", "avx512", "avx2", "blas"])
+@pytest.mark.parametrize("gemm,blas", [("auto", b) for b in large_blases()]
+                         + [(g, "auto") for g in ("avx512", "avx2", "blas")])
 @pytest.mark.parametrize("case", TEAM_CASES, ids=list(TEAM_CASES))
-def test_fused_team_every_gemm_engine(case, gemm, dtype):
-    """The fused CPU loops with a team of two on every GEMM engine of the time loops (each
-    forced by its switch, so all run on any machine; the own micro-kernels serve float32)
-    = the written-out loop in float64: outputs, states and every gradient."""
+def test_fused_team_every_gemm_engine(case, gemm, blas, dtype):
+    """The fused CPU loops with a team of two on every GEMM engine of the time loops and
+    of the large products (x W_ih^T, the weight gradients: MKL, OpenBLAS), each forced by
+    its switch so all run on any machine (the own micro-kernels serve float32) = the
+    written-out loop in float64: outputs, states and every gradient."""
     kw = TEAM_CASES[case]
     torch.manual_seed(21)
     T, B, I, H = 7, 16, 24, 96
@@ -593,7 +599,8 @@ def test_fused_team_every_gemm_engine(case, gemm, dtype):
     low = {k: None if v is None else v.detach().to(dtype).requires_grad_() for k, v in p.items()}
     xs = [t.detach().to(dtype).requires_grad_() for t in (x, h0, c0)]
     reg_low = _ops.LayerRegularizers(*(None if r is None else r.to(dtype) for r in reg))
-    with cpu_setting(torchlstm._C.set_cpu_gemm, gemm):
+    with cpu_setting(torchlstm._C.set_cpu_gemm, gemm), \
+            cpu_setting(torchlstm._C.set_cpu_blas, blas):
         got = _ops.run_layer(*xs, as_layer_weights(low), mask=mask,
                              reverse=kw.get("reverse", False), activation=0,
                              recurrent_activation=1, reg=reg_low)

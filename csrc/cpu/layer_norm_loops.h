@@ -95,7 +95,8 @@ LnArgs<S> ln_args(const LayerCall& call, const LoopInputs<S>& in) {
 // The buffers of the layer-norm loops (see forward_loop_ln / backward_loop_ln).
 template <typename S>
 struct LnForwardBuffers {
-  const S* P;       // (T*B, 4H) x W_ih^T of every step
+  const S* P;       // x W_ih^T of every step, row `row` at P + row * p_stride (in
+  int64_t p_stride; // training the x^_ih slots of `saved`, normalised there in place)
   S* out;           // (T,B,Hout)
   S* c_state;       // (B,H) c0 in, c_n out
   S* r_ws;          // (B,H) with a projection
@@ -163,7 +164,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
           if (c_save) std::memcpy(c_save, c, H * sizeof(S));
           if (save) std::memset(save, 0, W * sizeof(S));  // never read; defined all the same
         } else {
-          ln::dispatch<S, ln::ForwardRow>(act, ract, zone_c, peep, prm, io.P + row * G,
+          ln::dispatch<S, ln::ForwardRow>(act, ract, zone_c, peep, prm, io.P + row * io.p_stride,
                                           io.R + b * G, zc_t ? zc_t + b * H : nullptr, c, r,
                                           save, tmp);
           if (c_save) std::memcpy(c_save, c, H * sizeof(S));
