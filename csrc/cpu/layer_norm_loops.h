@@ -170,27 +170,16 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
           if (c_save) std::memcpy(c_save, c, H * sizeof(S));
           if (zh_t && !z.proj) blend_row(H, zh_t + b * Hout, h_prev + b * Hout, r);
         }
-        if (in.rk && !z.proj) {  // the next step's GEMM input, this row
-          S* hk_next = io.hk + ((s + 1) % 2) * B * Hout + b * Hout;
-          for (int64_t i = 0; i < Hout; ++i) hk_next[i] = r[i] * in.rk[b * Hout + i];
-        }
+        if (in.rk && !z.proj)  // the next step's GEMM input, this row
+          recurrent_input<S>(0, Hout, 1, Hout, r, in.rk + b * Hout,
+                             io.hk + ((s + 1) % 2) * B * Hout + b * Hout);
       }
       barrier();
       if (z.proj) {
-        const int64_t p0 = p[k].begin, pn = p[k].len;
-        hr[k].gemm(B, io.r_ws, H, S(0), out_t + p0, Hout);
-        for (int64_t b = 0; zh_t && b < B; ++b)
-          if (!m_t || m_t[b])
-            blend_row(pn, zh_t + b * Hout + p0, h_prev + b * Hout + p0, out_t + b * Hout + p0);
-        for (int64_t b = 0; m_t && b < B; ++b)
-          if (!m_t[b])
-            std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(S));
-        if (in.rk) {
-          S* hk_next = io.hk + ((s + 1) % 2) * B * Hout;
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t i = p0; i < p0 + pn; ++i)
-              hk_next[b * Hout + i] = out_t[b * Hout + i] * in.rk[b * Hout + i];
-        }
+        project_step(hr[k], p[k].begin, p[k].len, B, H, Hout, io.r_ws, h_prev, m_t, zh_t, out_t);
+        if (in.rk)
+          recurrent_input(p[k].begin, p[k].len, B, Hout, out_t, in.rk,
+                          io.hk + ((s + 1) % 2) * B * Hout);
         barrier();
       }
     }
@@ -254,12 +243,7 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
       S* dP_t = io.dP + t * B * G;
       if (z.proj) {
         S* dht = io.dh_all + t * B * Hout;
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] = go_t[b * Hout + i] + dh[b * Hout + i];
-        for (int64_t b = 0; zh_t && b < B; ++b) {
-          if (m_t && !m_t[b]) continue;
-          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] *= S(1) - zh_t[b * Hout + i];
-        }
+        projected_dh(p0, pn, B, Hout, go_t, dh, m_t, zh_t, dht);
         barrier();  // all of dh[t] for every member's dr
         hr[k].gemm(B, dht, Hout, S(0), io.dr_ws + u[k].begin, H);
         barrier();  // all of dr for the row pass
@@ -283,19 +267,7 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
       }
       barrier();  // all of dR[t] for every member's dh GEMM
       hh[k].gemm(B, dR_t, G, S(0), dh_nx + p0, Hout);  // dh_prev = dR W_hh
-      for (int64_t b = 0; (m_t || in.rk || zh_t) && b < B; ++b) {
-        S* d = dh_nx + b * Hout;
-        const S* go = go_t + b * Hout;
-        const S* dl = dh + b * Hout;
-        if (m_t && !m_t[b]) {
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] = go[i] + dl[i];
-          continue;
-        }
-        if (in.rk)
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] *= in.rk[b * Hout + i];
-        if (zh_t)
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] += zh_t[b * Hout + i] * (go[i] + dl[i]);
-      }
+      finish_dh_prev(p0, pn, B, Hout, go_t, dh, m_t, in.rk, zh_t, dh_nx);
       barrier();
       std::swap(dh, dh_nx);
     }

@@ -86,6 +86,18 @@ at::Tensor contiguous_grad_output(const LayerCall& c) {
   return grad_out;
 }
 
+// The state gradients a backward loop starts from and updates in place: dh ping-pongs
+// between g.d_h0 (grad_hn on entry, or zeros) and the returned (B,Hout) buffer; dc is
+// g.d_c0 (grad_cn on entry, or zeros), d c0 on return.
+at::Tensor start_state_grads(const LayerCall& c, BackwardResult& g) {
+  const auto opts = c.input.options();
+  g.d_h0 = c.grad_hn.defined() ? c.grad_hn.clone(at::MemoryFormat::Contiguous)
+                               : at::zeros({c.z.B, c.z.Hout}, opts);
+  g.d_c0 = c.grad_cn.defined() ? c.grad_cn.clone(at::MemoryFormat::Contiguous)
+                               : at::zeros({c.z.B, c.z.H}, opts);
+  return at::empty({c.z.B, c.z.Hout}, opts);
+}
+
 // The layer-normalised LSTM (layer_norm_loops.h): x W_ih^T for every step as one GEMM
 // first; backward's dP (its gradient through LN) feeds the GEMMs of dx and dW_ih, dR
 // (the recurrent product's) that of dW_hh, and the loop sums the other parameters'.
@@ -141,11 +153,7 @@ BackwardResult layer_norm_backward(const LayerCall& c) {
   const auto x = c.dropped_input();
   const auto grad_out = contiguous_grad_output(c);
   BackwardResult g;
-  g.d_h0 = c.grad_hn.defined() ? c.grad_hn.clone(at::MemoryFormat::Contiguous)
-                               : at::zeros({B, Hout}, opts);
-  auto dh_tmp = at::empty({B, Hout}, opts);
-  g.d_c0 = c.grad_cn.defined() ? c.grad_cn.clone(at::MemoryFormat::Contiguous)
-                               : at::zeros({B, H}, opts);
+  auto dh_tmp = start_state_grads(c, g);
   auto dR = empty_cached({T, B, G}, dt);
   auto dP = empty_cached({T, B, G}, dt);
   auto dh_all = z.proj ? empty_cached({T, B, Hout}, dt) : at::Tensor();
@@ -242,12 +250,7 @@ struct CpuBackend {
     const auto x = c.dropped_input();  // what W_ih saw
     const auto grad_out = contiguous_grad_output(c);
     BackwardResult g;
-    // Working buffers: dh ping-pongs between two (B,Hout) buffers; dc is updated in place.
-    g.d_h0 = c.grad_hn.defined() ? c.grad_hn.clone(at::MemoryFormat::Contiguous)
-                                 : at::zeros({B, Hout}, opts);
-    auto dh_tmp = at::empty({B, Hout}, opts);
-    g.d_c0 = c.grad_cn.defined() ? c.grad_cn.clone(at::MemoryFormat::Contiguous)
-                                 : at::zeros({B, H}, opts);
+    auto dh_tmp = start_state_grads(c, g);
     auto dgates = empty_cached({T, B, G}, dt);
     auto dh_all = z.proj ? empty_cached({T, B, Hout}, dt) : at::Tensor();
     auto r_all = z.proj ? empty_cached({T, B, H}, dt) : at::Tensor();

@@ -111,6 +111,65 @@ inline int threads_for(const LayerSizes& z) {
 // MKL on the benchmark machine), so short sequences and the cell op skip it.
 inline bool worth_packing(int64_t T, int64_t B) { return T * std::min<int64_t>(B, 8) >= 64; }
 
+// The per-step pieces both loop families (these plain ones and layer_norm_loops.h) share,
+// each over one member's slice [o0, o0 + on) of the Hout outputs of every batch row.
+//
+// Forward, with a projection: out_t = r W_hr^T on the slice, then h's zoneout blend and
+// the masked rows' carried h (m_t, zh_t null when off).
+template <typename S>
+inline void project_step(const PackedA<S>& hr, int64_t o0, int64_t on, int64_t B, int64_t H,
+                         int64_t Hout, const S* r_ws, const S* h_prev, const bool* m_t,
+                         const S* zh_t, S* out_t) {
+  hr.gemm(B, r_ws, H, S(0), out_t + o0, Hout);
+  for (int64_t b = 0; zh_t && b < B; ++b)
+    if (!m_t || m_t[b])
+      blend_row(on, zh_t + b * Hout + o0, h_prev + b * Hout + o0, out_t + b * Hout + o0);
+  for (int64_t b = 0; m_t && b < B; ++b)
+    if (!m_t[b]) std::memcpy(out_t + b * Hout + o0, h_prev + b * Hout + o0, on * sizeof(S));
+}
+
+// Forward, recurrent dropout: the next step's GEMM input h_t * rk on the slice.
+template <typename S>
+inline void recurrent_input(int64_t o0, int64_t on, int64_t B, int64_t Hout, const S* out_t,
+                            const S* rk, S* hk_next) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = o0; i < o0 + on; ++i) hk_next[b * Hout + i] = out_t[b * Hout + i] * rk[b * Hout + i];
+}
+
+// Backward, with a projection: dht = the total gradient reaching h_t (go_t from the
+// output, dh from the next step), times 1 - zh where zoneout of h is on (the part that
+// reaches h~; masked rows pass it all through).
+template <typename S>
+inline void projected_dh(int64_t o0, int64_t on, int64_t B, int64_t Hout, const S* go_t,
+                         const S* dh, const bool* m_t, const S* zh_t, S* dht) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = o0; i < o0 + on; ++i) dht[b * Hout + i] = go_t[b * Hout + i] + dh[b * Hout + i];
+  for (int64_t b = 0; zh_t && b < B; ++b) {
+    if (m_t && !m_t[b]) continue;
+    for (int64_t i = o0; i < o0 + on; ++i) dht[b * Hout + i] *= S(1) - zh_t[b * Hout + i];
+  }
+}
+
+// Backward, after dh_prev = d(recurrent product) W_hh on the slice: the masked rows'
+// carried gradient, recurrent dropout's scale, zoneout's direct path to h_{t-1}.
+template <typename S>
+inline void finish_dh_prev(int64_t o0, int64_t on, int64_t B, int64_t Hout, const S* go_t,
+                           const S* dh, const bool* m_t, const S* rk, const S* zh_t, S* dh_prev) {
+  for (int64_t b = 0; (m_t || rk || zh_t) && b < B; ++b) {
+    S* d = dh_prev + b * Hout;
+    const S* go = go_t + b * Hout;
+    const S* dl = dh + b * Hout;
+    if (m_t && !m_t[b]) {  // masked rows: h carried, and its gradient
+      for (int64_t i = o0; i < o0 + on; ++i) d[i] = go[i] + dl[i];
+      continue;
+    }
+    if (rk)  // the GEMM read h_prev * rk
+      for (int64_t i = o0; i < o0 + on; ++i) d[i] *= rk[b * Hout + i];
+    if (zh_t)  // h_t = z h_prev + (1 - z) h~
+      for (int64_t i = o0; i < o0 + on; ++i) d[i] += zh_t[b * Hout + i] * (go[i] + dl[i]);
+  }
+}
+
 // The forward time loop, run by a team of nt threads (false: the team could not be had).
 // Member k owns hidden units u[k] (and, with a projection, outputs p[k]) outright: it
 // computes their input projection itself, a chunk of steps at a time into a cache-sized
@@ -210,22 +269,11 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
       }
       if (z.proj) {
         barrier();
-        const int64_t p0 = p[k].begin, pn = p[k].len;
-        hr[k].gemm(B, r_ws, H, scalar_t(0), out_t + p0, Hout);
-        for (int64_t b = 0; zh_t && b < B; ++b)
-          if (!m_t || m_t[b])
-            blend_row(pn, zh_t + b * Hout + p0, h_prev + b * Hout + p0, out_t + b * Hout + p0);
-        for (int64_t b = 0; m_t && b < B; ++b)
-          if (!m_t[b])
-            std::memcpy(out_t + b * Hout + p0, h_prev + b * Hout + p0, pn * sizeof(scalar_t));
+        project_step(hr[k], p[k].begin, p[k].len, B, H, Hout, r_ws, h_prev, m_t, zh_t, out_t);
       }
-      if (rk) {  // the next step's GEMM input, this member's slice of h
-        const int64_t o0 = z.proj ? p[k].begin : j0, on = z.proj ? p[k].len : n;
-        scalar_t* hk_next = hk + ((s + 1) % 2) * B * Hout;
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t i = o0; i < o0 + on; ++i)
-            hk_next[b * Hout + i] = out_t[b * Hout + i] * rk[b * Hout + i];
-      }
+      if (rk)  // the next step's GEMM input, this member's slice of h
+        recurrent_input(z.proj ? p[k].begin : j0, z.proj ? p[k].len : n, B, Hout, out_t, rk,
+                        hk + ((s + 1) % 2) * B * Hout);
       barrier();
     }
   });
@@ -283,12 +331,7 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
       const scalar_t* zc_t = zc ? zc + t * B * H : nullptr;
 
       if (z.proj) {
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] = go_t[b * Hout + i] + dh[b * Hout + i];
-        for (int64_t b = 0; zh_t && b < B; ++b) {  // the part reaching h~
-          if (m_t && !m_t[b]) continue;              // (masked: none, dht passes through)
-          for (int64_t i = p0; i < p0 + pn; ++i) dht[b * Hout + i] *= scalar_t(1) - zh_t[b * Hout + i];
-        }
+        projected_dh(p0, pn, B, Hout, go_t, dh, m_t, zh_t, dht);
         barrier();  // all of dh[t] is needed by every member's dr
         hr[k].gemm(B, dht, Hout, scalar_t(0), dr_ws + j0, H);  // dr = dh W_hr, own units
       }
@@ -310,19 +353,7 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
       }
       barrier();  // all of dgates[t] is needed by every member's dh GEMM
       hh[k].gemm(B, dg_t, G, scalar_t(0), dh_nx + p0, Hout);  // dh_prev = dgates[t] W_hh
-      for (int64_t b = 0; (m_t || rk || zh_t) && b < B; ++b) {
-        scalar_t* d = dh_nx + b * Hout;
-        const scalar_t* go = go_t + b * Hout;
-        const scalar_t* dl = dh + b * Hout;
-        if (m_t && !m_t[b]) {  // masked rows: h carried, and its gradient
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] = go[i] + dl[i];
-          continue;
-        }
-        if (rk)  // the GEMM read h_prev * rk
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] *= rk[b * Hout + i];
-        if (zh_t)  // h_t = z h_prev + (1 - z) h~
-          for (int64_t i = p0; i < p0 + pn; ++i) d[i] += zh_t[b * Hout + i] * (go[i] + dl[i]);
-      }
+      finish_dh_prev(p0, pn, B, Hout, go_t, dh, m_t, rk, zh_t, dh_nx);
       barrier();  // dh_prev complete, and every read of dh done, before the swap
       std::swap(dh, dh_nx);
     }
