@@ -716,3 +716,17 @@ def test_torch_export_and_jit_trace():
         got_t = traced(x.clone())
     for g in (got, got_t):
         assert_all_close([g[0], *g[1]], [want[0], *want[1]], 1e-6)
+
+
+@pytest.mark.parametrize("need_grad", [True, False])
+def test_input_size_zero(need_grad):
+    """input_size 0 (as nn.LSTMCell(0, H) accepts): x W_ih^T is zero, LN of it too."""
+    torch.manual_seed(24)
+    T, B, H = 4, 3, 5
+    p = layer_params(0, H, H)
+    x = torch.randn(T, B, 0, dtype=F64)
+    h0, c0 = torch.randn(B, H, dtype=F64), torch.randn(B, H, dtype=F64)
+    got = _ops.run_layer(x, h0, c0, as_layer_weights(p), mask=None, reverse=False,
+                         activation=0, recurrent_activation=1, need_grad=need_grad)
+    want = ln_layer(x, h0, c0, p, torch.tanh, torch.sigmoid)
+    assert_all_close(got, want, 1e-13)

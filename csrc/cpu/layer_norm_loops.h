@@ -95,8 +95,8 @@ LnArgs<S> ln_args(const LayerCall& call, const LoopInputs<S>& in) {
 // The buffers of the layer-norm loops (see forward_loop_ln / backward_loop_ln).
 template <typename S>
 struct LnForwardBuffers {
-  const S* P;       // x W_ih^T of every step, row `row` at P + row * p_stride (in
-  int64_t p_stride; // training the x^_ih slots of `saved`, normalised there in place)
+  S* P;             // (B,4H) the step's x W_ih^T (inference; in training it goes to the
+                    // saved rows' x^_ih slots, normalised there in place)
   S* out;           // (T,B,Hout)
   S* c_state;       // (B,H) c0 in, c_n out
   S* r_ws;          // (B,H) with a projection
@@ -108,9 +108,10 @@ struct LnForwardBuffers {
 };
 
 // Forward loop of the layer-normalised LSTM (false: the team could not be had). Per step
-// the recurrent GEMM by columns, a barrier, the gate pass by rows (each row normalises
-// its own input and recurrent products), a barrier; with a projection then W_hr by output
-// columns and a third barrier. Masks, zoneout, recurrent dropout and peepholes as in
+// each member's input product x W_ih^T for its own batch rows (read by it alone: no
+// barrier, and it stays in cache), the recurrent GEMM by columns, a barrier, the gate
+// pass by rows (each row normalises its own input and recurrent products), a barrier;
+// with a projection then W_hr by output columns and a third barrier. Masks, zoneout, recurrent dropout and peepholes as in
 // forward_loop_team.
 template <typename S>
 bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
@@ -123,13 +124,15 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
   using Vec = at::vec::Vectorized<S>;
   const bool pack = worth_packing(T, B);
   std::vector<Slice> cols(nt), rows(nt), p(nt);
-  std::vector<PackedA<S>> hh, hr;
+  std::vector<PackedA<S>> hh, hr, wi;
   hh.reserve(nt);
   hr.reserve(nt);
+  wi.reserve(nt);
   for (int k = 0; k < nt; ++k) {
     cols[k] = slice_of(G, nt, k, Vec::size());
     rows[k] = slice_of(B, nt, k, 1);
     hh.emplace_back(kT, cols[k].len, B, Hout, in.w_hh + cols[k].begin * Hout, Hout, pack);
+    wi.emplace_back(kT, G, rows[k].len, z.I, in.w_ih, z.I, pack);
     if (z.proj) {
       p[k] = slice_of(Hout, nt, k, Vec::size());
       hr.emplace_back(kT, p[k].len, B, H, in.w_hr + p[k].begin * H, H, pack);
@@ -150,7 +153,13 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
       const S* zh_t = in.zh ? in.zh + t * B * Hout : nullptr;
       const S* zc_t = in.zc ? in.zc + t * B * H : nullptr;
 
-      hh[k].gemm(B, h_in, Hout, S(0), io.R + cols[k].begin, G);  // own columns of R
+      // own rows of x W_ih^T, then own columns of R = h_in W_hh^T
+      const int64_t b0 = rows[k].begin, nb = rows[k].len;
+      const int64_t ldp = io.saved ? W : G;
+      S* P_t = io.saved ? io.saved + (t * B + b0) * W + L.xhat_ih : io.P + b0 * G;
+      if (nb > 0 && z.I > 0) wi[k].gemm(nb, in.x + (t * B + b0) * z.I, z.I, S(0), P_t, ldp);
+      for (int64_t b = 0; nb > 0 && z.I == 0 && b < nb; ++b) std::memset(P_t + b * ldp, 0, G * sizeof(S));
+      hh[k].gemm(B, h_in, Hout, S(0), io.R + cols[k].begin, G);
       barrier();
       for (int64_t b = rows[k].begin; b < rows[k].begin + rows[k].len; ++b) {
         const int64_t row = t * B + b;
@@ -164,7 +173,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
           if (c_save) std::memcpy(c_save, c, H * sizeof(S));
           if (save) std::memset(save, 0, W * sizeof(S));  // never read; defined all the same
         } else {
-          ln::dispatch<S, ln::ForwardRow>(act, ract, zone_c, peep, prm, io.P + row * io.p_stride,
+          ln::dispatch<S, ln::ForwardRow>(act, ract, zone_c, peep, prm, P_t + (b - b0) * ldp,
                                           io.R + b * G, zc_t ? zc_t + b * H : nullptr, c, r,
                                           save, tmp);
           if (c_save) std::memcpy(c_save, c, H * sizeof(S));

@@ -98,9 +98,10 @@ at::Tensor start_state_grads(const LayerCall& c, BackwardResult& g) {
   return at::empty({c.z.B, c.z.Hout}, opts);
 }
 
-// The layer-normalised LSTM (layer_norm_loops.h): x W_ih^T for every step as one GEMM
-// first; backward's dP (its gradient through LN) feeds the GEMMs of dx and dW_ih, dR
-// (the recurrent product's) that of dW_hh, and the loop sums the other parameters'.
+// The layer-normalised LSTM (layer_norm_loops.h): each member computes x W_ih^T for its
+// own batch rows step by step; backward's dP (its gradient through LN) feeds the GEMMs of
+// dx and dW_ih, dR (the recurrent product's) that of dW_hh, and the loop sums the other
+// parameters' gradients.
 ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
   const LayerSizes& z = c.z;
   const int64_t T = z.T, B = z.B, H = z.H, G = 4 * H;
@@ -113,17 +114,7 @@ ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
   r.gates = empty_cached({save ? T : 0, B, c.saved_layout().width}, dt);
   r.cs = empty_cached({save ? T : 0, B, H}, dt);
   if (T * B > 0) {
-    // x W_ih^T: in training straight into the saved rows' x^_ih slots (normalised there in
-    // place by the row passes), else a buffer of its own
-    const SavedLayout L = c.saved_layout();
-    at::Tensor P;
-    if (save) {
-      P = r.gates.view({T * B, L.width}).narrow(1, L.xhat_ih, G);
-      if (large_gemm_engine() == LargeGemm::MKL) at::mm_out(P, x.view({T * B, z.I}), c.w_ih.t());
-      else P.copy_(large_mm(x.view({T * B, z.I}), c.w_ih.t()));
-    } else {
-      P = large_mm(x.view({T * B, z.I}), c.w_ih.t());
-    }
+    auto P = save ? at::Tensor() : at::empty({B, G}, opts);  // the step's x W_ih^T
     auto r_ws = z.proj ? at::empty({B, H}, opts) : at::Tensor();
     const auto& rk = c.reg.recurrent_keep;
     auto hk = rk.defined() ? at::empty({2, B, z.Hout}, opts) : at::Tensor();
@@ -133,7 +124,7 @@ ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
     AT_DISPATCH_FLOATING_TYPES(dt, "torchlstm_ln_forward_cpu", [&] {
       const LoopInputs<scalar_t> in(c, x);
       const LnForwardBuffers<scalar_t> io{
-          P.data_ptr<scalar_t>(), P.stride(0), r.output.data_ptr<scalar_t>(),
+          mutable_data_or_null<scalar_t>(P), r.output.data_ptr<scalar_t>(),
           r.c_n.data_ptr<scalar_t>(),
           mutable_data_or_null<scalar_t>(r_ws), save ? r.gates.data_ptr<scalar_t>() : nullptr,
           save ? r.cs.data_ptr<scalar_t>() : nullptr, mutable_data_or_null<scalar_t>(hk),
