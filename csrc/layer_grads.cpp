@@ -2,16 +2,21 @@
 
 namespace torchlstm {
 
+void input_projection_grads(const LayerCall& c, const at::Tensor& d_proj,
+                            const at::Tensor& dh_all, const at::Tensor& r_all, BackwardResult& g,
+                            MatMul mm) {
+  const LayerSizes& z = c.z;
+  g.d_input = mm(d_proj.view({z.T * z.B, 4 * z.H}), c.w_ih).view({z.T, z.B, z.I});
+  if (c.reg.input_keep.defined()) g.d_input.mul_(c.reg.input_keep.unsqueeze(0));
+  g.d_w_hr = z.proj ? mm(dh_all.view({z.T * z.B, z.Hout}).t(), r_all.view({z.T * z.B, z.H}))
+                    : at::empty({0}, d_proj.options());
+}
+
 void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
                                  BackwardResult& g, MatMul mm) {
-  const LayerSizes& z = c.z;
-  const auto dg2 = dgates.view({z.T * z.B, 4 * z.H});
-  g.d_input = mm(dg2, c.w_ih).view({z.T, z.B, z.I});
-  if (c.reg.input_keep.defined()) g.d_input.mul_(c.reg.input_keep.unsqueeze(0));
-  g.d_bias = dg2.sum(0);
-  g.d_w_hr = z.proj ? mm(dh_all.view({z.T * z.B, z.Hout}).t(), r_all.view({z.T * z.B, z.H}))
-                    : at::empty({0}, dgates.options());
+  input_projection_grads(c, dgates, dh_all, r_all, g, mm);
+  g.d_bias = dgates.view({c.z.T * c.z.B, 4 * c.z.H}).sum(0);
 }
 
 void peephole_grads(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g) {
@@ -45,7 +50,8 @@ void weight_grads(const LayerCall& c, const at::Tensor& dgates, const at::Tensor
   recurrent_weight_grad(c, dgates, g);
 }
 
-void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g) {
+void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dgates, BackwardResult& g,
+                           MatMul mm) {
   const LayerSizes& z = c.z;
   const int64_t T = z.T, B = z.B, G = 4 * z.H, Hout = z.Hout;
   const auto& rk = c.reg.recurrent_keep;
@@ -54,12 +60,12 @@ void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dgates, Backwar
     return;
   }
   const int64_t t_first = c.reverse ? T - 1 : 0;
-  g.d_w_hh = at::mm(dgates[t_first].t(), rk.defined() ? c.h0 * rk : c.h0);
+  g.d_w_hh = mm(dgates[t_first].t(), rk.defined() ? c.h0 * rk : c.h0);
   if (T > 1) {
     const auto dg_rest = c.reverse ? dgates.narrow(0, 0, T - 1) : dgates.narrow(0, 1, T - 1);
     auto h_prev = c.reverse ? c.output.narrow(0, 1, T - 1) : c.output.narrow(0, 0, T - 1);
     if (rk.defined()) h_prev = h_prev * rk.unsqueeze(0);
-    g.d_w_hh.addmm_(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout}));
+    g.d_w_hh.add_(mm(dg_rest.reshape({(T - 1) * B, G}).t(), h_prev.reshape({(T - 1) * B, Hout})));
   }
 }
 

@@ -8,11 +8,19 @@
 
 namespace torchlstm {
 
-// d_input = dgates W_ih (times input_keep), d_bias = the sum of dgates over T*B rows, and
-// with a projection d_w_hr = dh_all^T r_all (dh_all (T,B,Hout) the total gradient of
-// each step's h, r_all (T,B,H) each step's o*act(c)), else an empty tensor.
 // `mm` computes the matrix products (at::mm, or a backend's own: the CPU's large_gemm.h).
 using MatMul = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
+
+// d_input = d_proj W_ih (times input_keep), d_proj (T,B,4H) the gradient of the input
+// products x W_ih^T, and with a projection d_w_hr = dh_all^T r_all (dh_all (T,B,Hout) the
+// total gradient of each step's h, r_all (T,B,H) each step's o*act(c)), else an empty
+// tensor.
+void input_projection_grads(const LayerCall& c, const at::Tensor& d_proj,
+                            const at::Tensor& dh_all, const at::Tensor& r_all, BackwardResult& g,
+                            MatMul mm = &at::mm);
+
+// input_projection_grads with d_proj = dgates, and d_bias = the sum of dgates over T*B
+// rows (without layer normalisation both are the pre-activations' gradient).
 void input_bias_projection_grads(const LayerCall& c, const at::Tensor& dgates,
                                  const at::Tensor& dh_all, const at::Tensor& r_all,
                                  BackwardResult& g, MatMul mm = &at::mm);
@@ -30,6 +38,7 @@ void weight_grads(const LayerCall& c, const at::Tensor& dgates, const at::Tensor
 
 // weight_grads' d_w_hh alone, from the gradient dR (T,B,4H) of the recurrent products
 // (layer normalisation: the input products' gradient differs, d_w_ih is the caller's).
-void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dR, BackwardResult& g);
+void recurrent_weight_grad(const LayerCall& c, const at::Tensor& dR, BackwardResult& g,
+                           MatMul mm = &at::mm);
 
 }  // namespace torchlstm

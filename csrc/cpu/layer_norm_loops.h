@@ -7,10 +7,10 @@
 // unit of a row at once. The team therefore splits each step in two: the recurrent GEMM
 // by columns of W_hh (member k its contiguous slice of the 4H outputs: no gather), then,
 // after a barrier, the gate pass by batch rows (member k its rows, whole: the row
-// statistics are a thread's own, no cross-thread reduction). The input side is not
-// recurrent: x W_ih^T is one GEMM over all steps before the loop (each row normalised in
-// its step's row pass), and its gradient through LN (dP, from the row pass) feeds the
-// GEMMs of dx and dW_ih after it. Saved per step and row (layer_call.h's SavedLayout):
+// statistics are a thread's own, no cross-thread reduction). Each member computes the
+// input product x W_ih^T of its own rows itself (normalised in its row pass), and the
+// gradient through that LN (dP, from the backward row pass) feeds the GEMMs of dx and
+// dW_ih after the loop. Saved per step and row (layer_call.h's SavedLayout):
 // the three normalised rows and their rstd; backward recomputes the pre-activations
 // from them, and sums the parameters' gradients (LN scales, biases, peepholes) per
 // member as it goes: the gradient of the pre-activations is never stored.
@@ -111,8 +111,8 @@ struct LnForwardBuffers {
 // each member's input product x W_ih^T for its own batch rows (read by it alone: no
 // barrier, and it stays in cache), the recurrent GEMM by columns, a barrier, the gate
 // pass by rows (each row normalises its own input and recurrent products), a barrier;
-// with a projection then W_hr by output columns and a third barrier. Masks, zoneout, recurrent dropout and peepholes as in
-// forward_loop_team.
+// with a projection then W_hr by output columns and a third barrier. Masks, zoneout,
+// recurrent dropout and peepholes as in forward_loop_team.
 template <typename S>
 bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
                      const LnForwardBuffers<S>& io) {

@@ -192,9 +192,9 @@ inline void backward_row(Activation act_, Activation ract_, const ::torchlstm::c
   const S* xih = save + p.xhat_ih;
   const S* xhh = save + p.xhat_hh;
   const S* xc = save + p.xhat_c;
-  S* dA = tmp;           // (4H) the gradient of the pre-activations
-  S* dxh = tmp + 4 * H;  // (H)
-  S* a3 = tmp + 5 * H;   // (H) a_i, a_f, a_g live in dA until overwritten: see below
+  S* dA = tmp;            // (4H) the pre-activations' gradient (first a_i, a_f, a_g)
+  S* dxh = tmp + 4 * H;   // (H) the gradient reaching x^_c
+  S* d_o_ = tmp + 5 * H;  // (H) the output gate's gradient
   for_units<V, S>(H, [&](auto z, int64_t j) {
     using T = decltype(z);
     T v[4];
@@ -212,7 +212,7 @@ inline void backward_row(Activation act_, Activation ract_, const ::torchlstm::c
     const auto o = ln_cell_output_grad<T>(act, ract, v[3], x, ld<T>(p.g_c + j), ld<T>(p.b_c + j),
                                           dr);
     for (int q = 0; q < 3; ++q) st(v[q], dA + q * H + j);  // a_i, a_f, a_g for the next pass
-    st(o.d_o, a3 + j);
+    st(o.d_o, d_o_ + j);
     st(o.dxh, dxh + j);
     st(ld<T>(acc.g_c + j) + o.dy * x, acc.g_c + j);
     st(ld<T>(acc.b_c + j) + o.dy, acc.b_c + j);
@@ -227,7 +227,7 @@ inline void backward_row(Activation act_, Activation ract_, const ::torchlstm::c
   for_units<V, S>(H, [&](auto z, int64_t j) {
     using T = decltype(z);
     const T zero(S(0));
-    const T cp = ld<T>(c_prev + j), d_o = ld<T>(a3 + j);
+    const T cp = ld<T>(c_prev + j), d_o = ld<T>(d_o_ + j);
     const T dct_ln = ln_input_grad<T>(ld<T>(dxh + j), ld<T>(xc + j), T(rstd_c), T(m1), T(m2));
     const auto g = ln_cell_backward<kZone, kPeep, T>(
         act, ract, ld<T>(dA + j), ld<T>(dA + H + j), ld<T>(dA + 2 * H + j), cp, dct_ln,

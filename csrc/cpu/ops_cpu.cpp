@@ -37,16 +37,6 @@ void run_loop(const LayerSizes& z, const Loop& loop) {
   if (!loop(threads_for(z))) loop(1);
 }
 
-// h_{t-1} of each step t (times recurrent_keep), written into h_prev (T,B,Hout): h0 at
-// the first processed step, else the previous output row.
-void fill_h_prev(const LayerCall& c, at::Tensor h_prev) {
-  const int64_t T = c.z.T;
-  h_prev[c.reverse ? T - 1 : 0].copy_(c.h0);
-  if (T > 1)
-    h_prev.narrow(0, c.reverse ? 0 : 1, T - 1).copy_(c.output.narrow(0, c.reverse ? 1 : 0, T - 1));
-  if (c.reg.recurrent_keep.defined()) h_prev.mul_(c.reg.recurrent_keep.unsqueeze(0));
-}
-
 // d_w_ih and d_w_hh from ONE GEMM, dgates^T [x | h_prev], the two inputs side by side in
 // a cached buffer: MKL packs dgates once instead of twice. Measured at the headline
 // size: 8.35 ms for the two GEMMs, 7.7 ms for one plus the copy.
@@ -57,23 +47,14 @@ void weight_grads_one_gemm(const LayerCall& c, const at::Tensor& dgates,
   if (T == 0) return weight_grads(c, dgates, x_dropped, g);
   auto xh = empty_cached({T, B, I + Hout}, dgates.scalar_type());
   xh.narrow(2, 0, I).copy_(x_dropped);
-  fill_h_prev(c, xh.narrow(2, I, Hout));
+  auto h_prev = xh.narrow(2, I, Hout);  // h_{t-1} of each step t
+  h_prev[c.reverse ? T - 1 : 0].copy_(c.h0);
+  if (T > 1)
+    h_prev.narrow(0, c.reverse ? 0 : 1, T - 1).copy_(c.output.narrow(0, c.reverse ? 1 : 0, T - 1));
+  if (c.reg.recurrent_keep.defined()) h_prev.mul_(c.reg.recurrent_keep.unsqueeze(0));
   const auto both = large_mm(dgates.view({T * B, 4 * z.H}).t(), xh.view({T * B, I + Hout}));
   g.d_w_ih = both.narrow(1, 0, I).contiguous();
   g.d_w_hh = both.narrow(1, I, Hout).contiguous();
-}
-
-// d_w_hh = sum_t dR[t]^T h_{t-1}: layer normalisation's (dR the gradient of the
-// recurrent product, which is not the input product's there).
-void weight_grads_hh(const LayerCall& c, const at::Tensor& dR, BackwardResult& g) {
-  const LayerSizes& z = c.z;
-  if (z.T == 0) {
-    g.d_w_hh = at::zeros({4 * z.H, z.Hout}, dR.options());
-    return;
-  }
-  auto h_prev = empty_cached({z.T, z.B, z.Hout}, dR.scalar_type());
-  fill_h_prev(c, h_prev);
-  g.d_w_hh = large_mm(dR.view({z.T * z.B, 4 * z.H}).t(), h_prev.view({z.T * z.B, z.Hout}));
 }
 
 // The incoming output gradient, contiguous: often an expanded tensor (the gradient of a
@@ -171,13 +152,9 @@ BackwardResult layer_norm_backward(const LayerCall& c) {
   g.d_ln = sums.narrow(0, 0, 10 * H);
   g.d_bias = sums.narrow(0, 10 * H, G);
   g.d_w_ch = c.w_ch.defined() ? sums.narrow(0, 14 * H, 3 * H) : at::empty({0}, opts);
-  const auto dP2 = dP.view({T * B, G});
-  g.d_input = large_mm(dP2, c.w_ih).view({T, B, z.I});
-  if (c.reg.input_keep.defined()) g.d_input.mul_(c.reg.input_keep.unsqueeze(0));
-  g.d_w_hr = z.proj ? large_mm(dh_all.view({T * B, Hout}).t(), r_all.view({T * B, H}))
-                    : at::empty({0}, opts);
-  g.d_w_ih = large_mm(dP2.t(), x.view({T * B, z.I}));
-  weight_grads_hh(c, dR, g);
+  input_projection_grads(c, dP, dh_all, r_all, g, &large_mm);
+  g.d_w_ih = large_mm(dP.view({T * B, G}).t(), x.view({T * B, z.I}));
+  recurrent_weight_grad(c, dR, g, &large_mm);
   return g;
 }
 

@@ -167,8 +167,7 @@ struct CudaBackend {
         dP = ln_input_product_grad<scalar_t, acc_t>(c, l.dA, stream);
       });
     }
-    // d_input, d_w_hr (d_bias: dP's sum there, replaced below by dA's)
-    input_bias_projection_grads(c, dP.view({T, B, G}), w.dh_all, w.r_all, g);
+    input_projection_grads(c, dP, w.dh_all, w.r_all, g);
     g.d_w_ih = at::mm(dP.t(), x.view({T * B, z.I}));
     recurrent_weight_grad(c, l.dR, g);
     peephole_grads(c, l.dA, g);
