@@ -557,8 +557,8 @@ def test_cpu_runs_the_fused_kernels(monkeypatch):
 
 
 # sizes that give the CPU a team of two threads (4 H Hout B multiply-adds per step over
-# 65 thousand; csrc/cpu/time_loops.h threads_for): the GEMM by columns and the row pass
-# by rows each split across the team
+# 65 thousand; csrc/cpu/time_loops.h threads_for): the row pass by rows and the GEMMs by
+# columns ('units') or by rows ('rows': no barrier), each split across the team
 TEAM_CASES = {
     "plain": dict(),
     "proj-mask-reverse": dict(proj=True, masked=True, reverse=True),
@@ -576,21 +576,26 @@ def large_blases():
 @pytest.mark.parametrize("gemm,blas", [("auto", b) for b in large_blases()]
                          + [(g, "auto") for g in ("avx512", "avx2", "blas")])
 @pytest.mark.parametrize("case", TEAM_CASES, ids=list(TEAM_CASES))
-def test_fused_team_every_gemm_engine(case, gemm, blas, dtype):
+@pytest.mark.parametrize("split,B", [("units", 16), ("rows", 16), ("rows", 3), ("units", 3),
+                                     ("rows", 1)])
+def test_fused_team_every_gemm_engine(case, gemm, blas, dtype, split, B):
     """The fused CPU loops with a team of two on every GEMM engine of the time loops and
     of the large products (x W_ih^T, the weight gradients: MKL, OpenBLAS), each forced by
-    its switch so all run on any machine (the own micro-kernels serve float32) = the
-    written-out loop in float64: outputs, states and every gradient."""
+    its switch so all run on any machine (the own micro-kernels serve float32), and both
+    ways of splitting a step (rows: B = 3 splits unevenly, B = 1 leaves a member idle) =
+    the written-out loop in float64: outputs, states and every gradient."""
     kw = TEAM_CASES[case]
     torch.manual_seed(21)
-    T, B, I, H = 7, 16, 24, 96
+    T, I, H = 7, 24, 96 if B > 1 else 128
     Hout = 64 if kw.get("proj") else H
     p = layer_params(I, H, Hout, kw.get("bias", True), kw.get("peephole", False),
                      kw.get("proj", False), scale=0.3)
     x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
     h0 = torch.randn(B, Hout, dtype=F64, requires_grad=True)
     c0 = torch.randn(B, H, dtype=F64, requires_grad=True)
-    mask = random_mask(T, B) if kw.get("masked") else None
+    mask = None
+    if kw.get("masked"):  # random_mask wants 3 rows; one row: some steps masked
+        mask = random_mask(T, B) if B >= 3 else torch.arange(T).remainder(3).ne(1).view(T, 1)
     reg = regs(T, B, I, H, Hout, kw.get("which", ""), kw.get("eval_z", False))
     want = ln_layer(x, h0, c0, p, torch.tanh, torch.sigmoid, mask, kw.get("reverse", False),
                     *reg)
@@ -600,7 +605,8 @@ def test_fused_team_every_gemm_engine(case, gemm, blas, dtype):
     xs = [t.detach().to(dtype).requires_grad_() for t in (x, h0, c0)]
     reg_low = _ops.LayerRegularizers(*(None if r is None else r.to(dtype) for r in reg))
     with cpu_setting(torchlstm._C.set_cpu_gemm, gemm), \
-            cpu_setting(torchlstm._C.set_cpu_blas, blas):
+            cpu_setting(torchlstm._C.set_cpu_blas, blas), \
+            cpu_setting(torchlstm._C.set_cpu_split, split):
         got = _ops.run_layer(*xs, as_layer_weights(low), mask=mask,
                              reverse=kw.get("reverse", False), activation=0,
                              recurrent_activation=1, reg=reg_low)

@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "host_cache.h"
 #include "large_gemm.h"
+#include "team.h"
 
 namespace torchlstm {
 namespace cpu {
@@ -22,6 +23,7 @@ namespace {
 // The names of each engine choice, in the order of its enum (blas.h, large_gemm.h).
 const std::vector<std::string> kStepGemmNames = {"auto", "blas", "avx2", "avx512"};
 const std::vector<std::string> kLargeGemmNames = {"auto", "mkl", "openblas"};
+const std::vector<std::string> kTeamSplitNames = {"auto", "units", "rows"};
 
 // The enum value named `name` among `names`, or an invalid_argument naming the choices.
 template <typename E>
@@ -56,6 +58,10 @@ StepGemm step_gemm_from_env() {
 }
 LargeGemm large_gemm_from_env() {
   return choice_from_env<LargeGemm>("TORCHLSTM_CPU_BLAS", kLargeGemmNames, "CPU BLAS");
+}
+
+TeamSplit team_split_from_env() {
+  return choice_from_env<TeamSplit>("TORCHLSTM_CPU_SPLIT", kTeamSplitNames, "CPU team split");
 }
 
 double fma_peak_gflops(const std::string& isa, int threads, double seconds);  // fma_peak.cpp
@@ -103,6 +109,15 @@ void bind(pybind11::module_& m) {
           return k;
         },
         "the micro-kernels this CPU can run");
+  m.def(
+      "set_cpu_split",
+      [](const std::string& name) {
+        const TeamSplit want = choice_named<TeamSplit>(kTeamSplitNames, name, "CPU team split");
+        return kTeamSplitNames[team_split_choice().exchange(static_cast<int>(want))];
+      },
+      "how the layer-norm time loops split a step between the threads: 'auto', 'units' (each "
+      "its outputs of all batch rows, barriers between), 'rows' (each its batch rows, no "
+      "barrier); returns the previous setting");
   m.def("cpu_load_openblas", &load_openblas,
         "loads OpenBLAS (scipy-openblas32's library) from the path for the large CPU GEMMs; "
         "false where it cannot", pybind11::arg("path"));

@@ -26,7 +26,7 @@ struct LnAcc {
   S *bias, *pc;                // b_ih / b_hh (4H), peephole weights (3H)
 };
 constexpr int64_t kLnAccWidth = 17;        // x H: one member's LnAcc, contiguous
-constexpr int64_t kLnForwardScratch = 11;  // x H per member
+constexpr int64_t kLnForwardScratch = 2;  // x H per member
 constexpr int64_t kLnBackwardScratch = 6;
 
 }  // namespace cpu

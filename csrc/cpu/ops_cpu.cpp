@@ -82,7 +82,8 @@ at::Tensor start_state_grads(const LayerCall& c, BackwardResult& g) {
 // The layer-normalised LSTM (layer_norm_loops.h): each member computes x W_ih^T for its
 // own batch rows step by step; backward's dP (its gradient through LN) feeds the GEMMs of
 // dx and dW_ih, dR (the recurrent product's) that of dW_hh, and the loop sums the other
-// parameters' gradients.
+// parameters' gradients. (dx = dP W_ih of its rows in the loop, in cache, measured
+// slower at the headline size: 25.3 against 24.1 ms for the backward.)
 ForwardResult layer_norm_forward(const LayerCall& c, bool save) {
   const LayerSizes& z = c.z;
   const int64_t T = z.T, B = z.B, H = z.H, G = 4 * H;

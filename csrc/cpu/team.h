@@ -46,6 +46,35 @@ inline int team_size(int64_t units, int64_t min_units) {
 #endif
 }
 
+// How a team splits each step's work (torchlstm._C.set_cpu_split; TORCHLSTM_CPU_SPLIT
+// sets the start value; the tests run both on any machine):
+//   UNITS: member k owns a slice of the outputs of every product (hidden units, gate
+//          columns) for all batch rows; the team meets at a barrier where a step needs
+//          the others' slices (once or twice a step).
+//   ROWS:  member k owns a slice of the batch rows for the whole sequence and computes
+//          every product of its rows with the whole weight matrices: the members never
+//          wait for each other (no barrier at all), each reads all of W_hh every step.
+//   AUTO:  the loop's own choice (layer_norm_loops.h: ROWS where each member has rows).
+enum class TeamSplit : int { AUTO = 0, UNITS = 1, ROWS = 2 };
+TeamSplit team_split_from_env();  // bindings_cpu.cpp (a bad value is reported there)
+inline std::atomic<int>& team_split_choice() {
+  static std::atomic<int> choice{static_cast<int>(team_split_from_env())};
+  return choice;
+}
+inline TeamSplit team_split() {
+  return static_cast<TeamSplit>(team_split_choice().load(std::memory_order_relaxed));
+}
+
+// The part of a step's product (B batch rows x n outputs) member k of nt computes:
+// all rows and its slice of the outputs (UNITS), or its rows and all outputs (ROWS).
+struct StepPart {
+  Slice rows, cols;
+};
+inline StepPart step_part(bool by_rows, int64_t B, int64_t n, int nt, int k, int64_t align) {
+  if (by_rows) return {slice_of(B, nt, k, 1), {0, n}};
+  return {{0, B}, slice_of(n, nt, k, align)};
+}
+
 inline void barrier() {
 #ifdef _OPENMP
 #pragma omp barrier

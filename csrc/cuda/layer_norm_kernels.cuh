@@ -45,7 +45,7 @@ __device__ __forceinline__ acc_t block_sum(acc_t v) {
   return s;
 }
 
-// mean and rstd of a row of n values (two passes, as the CPU's row_stats).
+// mean and rstd of a row of n values (two passes, as the CPU's row_stats2).
 template <typename T, typename acc_t>
 __device__ __forceinline__ void block_row_stats(const T* v, int64_t n, acc_t eps, acc_t& mean,
                                                 acc_t& rstd) {
