@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include <unistd.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -63,6 +65,15 @@ inline std::atomic<int>& team_split_choice() {
 }
 inline TeamSplit team_split() {
   return static_cast<TeamSplit>(team_split_choice().load(std::memory_order_relaxed));
+}
+
+// One core's L2 cache in bytes, as the C library reports it (1 MiB where it does not).
+inline int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? int64_t(v) : int64_t(1) << 20;
+  }();
+  return bytes;
 }
 
 // The part of a step's product (B batch rows x n outputs) member k of nt computes:
