@@ -71,6 +71,10 @@ def _worker(rank, world, port, kind, out):
             state = {k: v.full_tensor().detach().clone() for k, v in net.state_dict().items()}
         if rank == 0:
             torch.save(state, out)
+        # both ranks done with every collective before either tears gloo down: without
+        # this, a rank that destroys the group while the other is still in its last
+        # collective sometimes aborts ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
