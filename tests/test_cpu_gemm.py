@@ -123,11 +123,14 @@ SHAPES = [(70, 13, 20, 40, False), (40, 32, 24, 256, False), (24, 16, 9, 130, Tr
           (64, 5, 7, 48, True)]
 
 
+@pytest.mark.parametrize("split", ["units", "rows"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("T,B,I_,H_,proj", SHAPES)
 @pytest.mark.parametrize("masked,reverse,reg", [(False, False, False), (True, True, False),
                                                 (True, False, True)])
-def test_layer_ops_float32_vs_float64(engine, T, B, I_, H_, proj, masked, reverse, reg):
+def test_layer_ops_float32_vs_float64(engine, T, B, I_, H_, proj, masked, reverse, reg, split):
+    """The layer ops in float32 on each engine, with a team's step split by units or by
+    batch rows (team.h; forced, in both dtypes) = float64."""
     Hout = 24 if proj else H_
     torch.manual_seed(T * B + H_)
     args64 = _layer_args(T, B, I_, H_, Hout, proj, masked, reverse, reg)
@@ -144,10 +147,14 @@ def test_layer_ops_float32_vs_float64(engine, T, B, I_, H_, proj, masked, revers
                                   mask, out, gates, cs, args[9], 0, 1, *args[12:])
         return (out, h_n, c_n) + tuple(inf) + tuple(b for b in back if b is not None and b.numel())
 
-    with cpu_gemm(engine):
+    with cpu_gemm(engine), cpu_setting(_C.set_cpu_split, split):
         assert _C.cpu_gemm() == engine
         got = run(args32, grads32)
-    for a, e in zip(got, run(args64, grads64)):  # (weight gradients sum T*B float32 terms)
+        want = run(args64, grads64)
+    with cpu_setting(_C.set_cpu_split, "units"):  # and float64 by units
+        for a, e in zip(want, run(args64, grads64)):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    for a, e in zip(got, want):  # (weight gradients sum T*B float32 terms)
         torch.testing.assert_close(a.double(), e, rtol=1e-4,
                                    atol=5e-5 + 5e-6 * e.abs().max().item())
 

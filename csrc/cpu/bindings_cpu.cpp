@@ -115,9 +115,9 @@ void bind(pybind11::module_& m) {
         const TeamSplit want = choice_named<TeamSplit>(kTeamSplitNames, name, "CPU team split");
         return kTeamSplitNames[team_split_choice().exchange(static_cast<int>(want))];
       },
-      "how the layer-norm time loops split a step between the threads: 'auto', 'units' (each "
-      "its outputs of all batch rows, barriers between), 'rows' (each its batch rows, no "
-      "barrier); returns the previous setting");
+      "how the CPU time loops split a step between the team's threads: 'auto', 'units' "
+      "(each its outputs of all batch rows, barriers between), 'rows' (each its batch rows, "
+      "no barrier); returns the previous setting");
   m.def("cpu_load_openblas", &load_openblas,
         "loads OpenBLAS (scipy-openblas32's library) from the path for the large CPU GEMMs; "
         "false where it cannot", pybind11::arg("path"));

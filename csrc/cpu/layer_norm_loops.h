@@ -104,25 +104,6 @@ LnArgs<S> ln_args(const LayerCall& call, const LoopInputs<S>& in, std::vector<S>
 
 }  // namespace ln
 
-// Whether a team of nt splits the layer-norm loops' steps by batch rows (team.h's
-// ROWS: no barrier at all) rather than by output units (UNITS): the row passes are by
-// rows either way, so ROWS only moves the GEMMs to the member's rows, each with all of
-// W_hh. AUTO takes ROWS where every member has at least 8 rows and W_hh takes at most
-// half of a core's L2. Measured (Intel Xeon, L2 2 MiB; T=100, I=128, H=256: W_hh 1 MiB;
-// ms inference / backward, units -> rows): B=32 10.4 / 25.7 -> 10.0 / 24.5, B=16
-// 5.5 / 13.1 -> 5.2 / 12.4, B=8 4.0 / 6.3 -> 5.8 / 6.1 (4 rows: the matrix-vector loop);
-// H=512 (W_hh 4 MiB), B=32: 27.9 / 52.9 -> 27.7 / 54.2, B=64 36.8 / 82.3 -> 37.3 / 84.4.
-inline bool ln_split_by_rows(int nt, int64_t B, int64_t w_hh_bytes) {
-  switch (team_split()) {
-    case TeamSplit::UNITS:
-      return false;
-    case TeamSplit::ROWS:
-      return true;
-    default:
-      return nt > 1 && B >= 8 * nt && 2 * w_hh_bytes <= l2_cache_bytes();
-  }
-}
-
 // The buffers of the layer-norm loops (see forward_loop_ln / backward_loop_ln).
 template <typename S>
 struct LnForwardBuffers {
@@ -156,7 +137,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
   const LnArgs<S> prm = ln::ln_args(call, in, bias_sum);
   using Vec = at::vec::Vectorized<S>;
   const bool pack = worth_packing(T, B);
-  const bool by_rows = ln_split_by_rows(nt, B, G * Hout * int64_t(sizeof(S)));
+  const bool by_rows = split_by_rows(nt, B, G * Hout * int64_t(sizeof(S)), 8);
   std::vector<Slice> rows(nt);
   std::vector<StepPart> rec(nt), prj(nt);  // each member's part of h W_hh^T, r W_hr^T
   std::vector<PackedA<S>> hh, hr, wi;
@@ -267,7 +248,7 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
   const LnArgs<S> prm = ln::ln_args(call, in, bias_sum);
   using Vec = at::vec::Vectorized<S>;
   const bool pack = worth_packing(T, B);
-  const bool by_rows = ln_split_by_rows(nt, B, G * Hout * int64_t(sizeof(S)));
+  const bool by_rows = split_by_rows(nt, B, G * Hout * int64_t(sizeof(S)), 8);
   std::vector<Slice> rows(nt);
   std::vector<StepPart> dhp(nt), drp(nt);  // each member's part of dR W_hh, dh W_hr
   std::vector<PackedA<S>> hh, hr;

@@ -57,7 +57,8 @@ inline int team_size(int64_t units, int64_t min_units) {
 //   ROWS:  member k owns a slice of the batch rows for the whole sequence and computes
 //          every product of its rows with the whole weight matrices: the members never
 //          wait for each other (no barrier at all), each reads all of W_hh every step.
-//   AUTO:  the loop's own choice (layer_norm_loops.h: ROWS where each member has rows).
+//   AUTO:  ROWS where each member has enough rows and W_hh fits half of a core's L2
+//          (time_loops.h's split_by_rows, measured there).
 enum class TeamSplit : int { AUTO = 0, UNITS = 1, ROWS = 2 };
 TeamSplit team_split_from_env();  // bindings_cpu.cpp (a bad value is reported there)
 inline std::atomic<int>& team_split_choice() {

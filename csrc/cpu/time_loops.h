@@ -1,8 +1,9 @@
 // time_loops.h — the CPU time loops of one layer and direction: forward (training and
 // inference) and backward through time, each run by ONE thread team for the whole
-// sequence (team.h), with a barrier per step and no allocation, dispatcher call or
-// thread fork inside the loop. Per step: one GEMM per member for its slice of hidden
-// units (blas.h, weights packed once) and the fused gate pass (row_dispatch.h).
+// sequence (team.h), with a barrier per step (none when split by batch rows:
+// split_by_rows) and no allocation, dispatcher call or thread fork inside the loop. Per
+// step: one GEMM per member for its slice of hidden units (blas.h, weights packed once)
+// and the fused gate pass (row_dispatch.h).
 //
 // Masks (PackedSequence lengths, Keras masks): at a step where mask[t,b] is false the
 // state of row b carries over unchanged (h, c) and output[t,b] holds that carried h.
@@ -111,6 +112,31 @@ inline int threads_for(const LayerSizes& z) {
 // MKL on the benchmark machine), so short sequences and the cell op skip it.
 inline bool worth_packing(int64_t T, int64_t B) { return T * std::min<int64_t>(B, 8) >= 64; }
 
+// Whether a team of nt splits the time loops' steps by batch rows (team.h's ROWS: every
+// member an LSTM of its own rows, no barrier at all, each with all of W_hh) rather than
+// by units (UNITS). AUTO takes ROWS where every member has at least min_rows rows and
+// W_hh takes at most half of a core's L2. Measured on an Intel Xeon (L2 2 MiB; ms,
+// units -> rows, T=100 I=128 H=256: W_hh 1 MiB):
+//  - layer norm (min_rows 8; its input product is per step and row either way),
+//    inference / backward: B=32 10.4 / 25.7 -> 10.0 / 24.5, B=16 5.5 / 13.1 -> 5.2 /
+//    12.4, B=8 4.0 / 6.3 -> 5.8 / 6.1 (4 rows: the matrix-vector loop); H=512 (W_hh
+//    4 MiB) B=32 27.9 / 52.9 -> 27.7 / 54.2, B=64 36.8 / 82.3 -> 37.3 / 84.4;
+//  - plain forward (min_rows 16: by rows the input projection is one product per step,
+//    not per chunk of steps): 2 layers bidirectional, B=16, I=H=256 (8 rows each)
+//    inference 17.1 -> 18.7; plain backward (min_rows 8). Both, inference /
+//    forward+backward: B=32 9.66 / 33.3 -> 9.15 / 31.8; T=50 B=16 I=H=256 forward+
+//    backward 11.5 -> 11.1; the bidirectional one 56.2 -> 55.3.
+inline bool split_by_rows(int nt, int64_t B, int64_t w_hh_bytes, int64_t min_rows) {
+  switch (team_split()) {
+    case TeamSplit::UNITS:
+      return false;
+    case TeamSplit::ROWS:
+      return true;
+    default:
+      return nt > 1 && B >= min_rows * nt && 2 * w_hh_bytes <= l2_cache_bytes();
+  }
+}
+
 // The per-step pieces both loop families (these plain ones and layer_norm_loops.h) share,
 // each over one member's slice [o0, o0 + on) of the Hout outputs of every batch row.
 //
@@ -171,6 +197,8 @@ inline void finish_dh_prev(int64_t o0, int64_t on, int64_t B, int64_t Hout, cons
 }
 
 // The forward time loop, run by a team of nt threads (false: the team could not be had).
+// Split by units (by rows, the same with "units" read as all units of the member's batch
+// rows, and no barrier at all: split_by_rows):
 // Member k owns hidden units u[k] (and, with a projection, outputs p[k]) outright: it
 // computes their input projection itself, a chunk of steps at a time into a cache-sized
 // buffer, adds the recurrent product of each step into the same buffer (its rows of W_hh,
@@ -203,7 +231,10 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
   auto w_hh_t = at::from_blob(const_cast<scalar_t*>(w_hh), {4, H, Hout}, opts);
   auto w_ih_t = at::from_blob(const_cast<scalar_t*>(w_ih), {4, H, I}, opts);
-  std::vector<Slice> u(nt), p(nt);
+  // Member k: hidden units u[k] of batch rows r[k] (UNITS: its units of every row; ROWS:
+  // every unit of its rows, no barrier), outputs p[k] of rows pr[k] with a projection.
+  const bool by_rows = split_by_rows(nt, B, 4 * H * Hout * int64_t(sizeof(scalar_t)), 16);
+  std::vector<Slice> u(nt), r(nt), p(nt), pr(nt);
   std::vector<at::Tensor> w_k(nt), wi_k(nt), buf(nt);
   std::vector<PackedA<scalar_t>> hh, wi, hr;
   std::vector<int64_t> chunk(nt);
@@ -211,44 +242,57 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
   wi.reserve(nt);
   hr.reserve(nt);
   for (int k = 0; k < nt; ++k) {
-    u[k] = slice_of(H, nt, k, Vec::size());
-    const int64_t n4 = 4 * u[k].len;
+    const StepPart part = step_part(by_rows, B, H, nt, k, Vec::size());
+    u[k] = part.cols;
+    r[k] = part.rows;
+    const int64_t n4 = 4 * u[k].len, nb = r[k].len;
     // steps per chunk: the member's buffer stays around 256 KB (in L2)
-    chunk[k] = std::max<int64_t>(1, std::min<int64_t>(T, (int64_t(1) << 18) /
-                                                              (int64_t(sizeof(scalar_t)) * B * n4)));
+    chunk[k] = std::max<int64_t>(
+        1, std::min<int64_t>(T, (int64_t(1) << 18) /
+                                    (int64_t(sizeof(scalar_t)) * std::max<int64_t>(nb, 1) * n4)));
     w_k[k] = w_hh_t.narrow(1, u[k].begin, u[k].len).reshape({n4, Hout});
     wi_k[k] = w_ih_t.narrow(1, u[k].begin, u[k].len).reshape({n4, I});
-    hh.emplace_back(kT, n4, B, Hout, w_k[k].template data_ptr<scalar_t>(), Hout, pack);
-    wi.emplace_back(kT, n4, chunk[k] * B, I, wi_k[k].template data_ptr<scalar_t>(), I, pack);
-    buf[k] = at::empty({chunk[k] * B * n4}, opts);
+    hh.emplace_back(kT, n4, nb, Hout, w_k[k].template data_ptr<scalar_t>(), Hout, pack);
+    // (by rows a chunk's rows are not one matrix: one product per step of the chunk)
+    wi.emplace_back(kT, n4, (by_rows ? 1 : chunk[k]) * nb, I,
+                    wi_k[k].template data_ptr<scalar_t>(), I, pack);
+    buf[k] = at::empty({chunk[k] * nb * n4}, opts);
     if (z.proj) {
-      p[k] = slice_of(Hout, nt, k, Vec::size());
-      hr.emplace_back(kT, p[k].len, B, H, w_hr + p[k].begin * H, H, pack);
+      const StepPart pp = step_part(by_rows, B, Hout, nt, k, Vec::size());
+      p[k] = pp.cols;
+      pr[k] = pp.rows;
+      hr.emplace_back(kT, p[k].len, pr[k].len, H, w_hr + p[k].begin * H, H, pack);
     }
   }
+  const auto sync = [by_rows] {
+    if (!by_rows) barrier();
+  };
   return run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len, n4 = 4 * n, Tc = chunk[k];
-    scalar_t* g = buf[k].template data_ptr<scalar_t>();  // (Tc, B, 4n): gate q of unit j at q*n + j
+    const int64_t b0 = r[k].begin, nb = r[k].len;
+    scalar_t* g = buf[k].template data_ptr<scalar_t>();  // (Tc, nb, 4n): gate q of unit j at q*n + j
     int64_t t_lo = 0;  // first time index held in the buffer
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = time_of(s, T, reverse);
       const int64_t tp = time_of(s - 1, T, reverse);
-      if (s % Tc == 0) {  // the next chunk's input projections, own units
+      if (s % Tc == 0) {  // the next chunk's input projections, own units of own rows
         const int64_t len = std::min(Tc, T - s);
         t_lo = reverse ? t - len + 1 : t;
-        wi[k].gemm(len * B, x + t_lo * B * I, I, scalar_t(0), g, n4);
+        if (!by_rows) wi[k].gemm(len * B, x + t_lo * B * I, I, scalar_t(0), g, n4);
+        for (int64_t q = 0; by_rows && q < len; ++q)
+          wi[k].gemm(nb, x + ((t_lo + q) * B + b0) * I, I, scalar_t(0), g + q * nb * n4, n4);
       }
       const scalar_t* h_prev = s == 0 ? h0 : out + tp * B * Hout;
       const scalar_t* h_in = rk ? hk + (s % 2) * B * Hout : h_prev;  // the GEMM's h
-      scalar_t* g_t = g + (t - t_lo) * B * n4;
+      scalar_t* g_t = g + (t - t_lo) * nb * n4;  // row b at (b - b0) * n4
       scalar_t* out_t = out + t * B * Hout;
       scalar_t* r_t = z.proj ? r_ws : out_t;
       const bool* m_t = mask ? mask + t * B : nullptr;
       const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
       const scalar_t* zc_t = zc ? zc + t * B * H : nullptr;
 
-      hh[k].gemm(B, h_in, Hout, scalar_t(1), g_t, n4);  // += h_prev W_k^T
-      for (int64_t b = 0; b < B; ++b) {
+      hh[k].gemm(nb, h_in + b0 * Hout, Hout, scalar_t(1), g_t, n4);  // += h_prev W_k^T
+      for (int64_t b = b0; b < b0 + nb; ++b) {
         scalar_t* c = c_state + b * H + j0;  // c_prev in, c out: own units, in place
         scalar_t* r = r_t + b * H + j0;
         scalar_t* g_save = gates ? gates + (t * B + b) * 4 * H + j0 : nullptr;
@@ -263,18 +307,24 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
         }
         forward_row<scalar_t>(act, ract, zc_t ? zc_t + b * H + j0 : nullptr,
                               pc ? pc + j0 : nullptr, n, H,
-                              g_t + b * n4, b_ih ? b_ih + j0 : nullptr,
+                              g_t + (b - b0) * n4, b_ih ? b_ih + j0 : nullptr,
                               b_hh ? b_hh + j0 : nullptr, c, r, g_save, c_save);
         if (zh_t && !z.proj) blend_row(n, zh_t + b * Hout + j0, h_prev + b * Hout + j0, r);
       }
-      if (z.proj) {
-        barrier();
-        project_step(hr[k], p[k].begin, p[k].len, B, H, Hout, r_ws, h_prev, m_t, zh_t, out_t);
+      if (z.proj) {  // on the member's part of (B, Hout): offsets of its first row
+        sync();
+        const int64_t ro = pr[k].begin * Hout;
+        project_step(hr[k], p[k].begin, p[k].len, pr[k].len, H, Hout, r_ws + pr[k].begin * H,
+                     h_prev + ro, m_t ? m_t + pr[k].begin : nullptr, zh_t ? zh_t + ro : nullptr,
+                     out_t + ro);
       }
-      if (rk)  // the next step's GEMM input, this member's slice of h
-        recurrent_input(z.proj ? p[k].begin : j0, z.proj ? p[k].len : n, B, Hout, out_t, rk,
-                        hk + ((s + 1) % 2) * B * Hout);
-      barrier();
+      if (rk) {  // the next step's GEMM input, this member's part of h
+        const Slice hr_rows = z.proj ? pr[k] : r[k];
+        const int64_t ro = hr_rows.begin * Hout;
+        recurrent_input(z.proj ? p[k].begin : j0, z.proj ? p[k].len : n, hr_rows.len, Hout,
+                        out_t + ro, rk + ro, hk + ((s + 1) % 2) * B * Hout + ro);
+      }
+      sync();
     }
   });
 }
@@ -302,19 +352,28 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
   // Member k owns hidden units u[k] (gate pass, dr) and h units p[k] (dh GEMM):
   //   dh_prev^T rows p = (W_hh columns p)^T . dgates[t]^T     (needs all of dgates[t])
   //   dr^T rows u      = (W_hr columns u)^T . dh^T            (needs all of dh)
+  // (ROWS: every unit and output of the member's batch rows r[k], no barrier)
   const bool pack = worth_packing(T, B);
-  std::vector<Slice> u(nt), p(nt);
+  const bool by_rows = split_by_rows(nt, B, G * Hout * int64_t(sizeof(scalar_t)), 8);
+  std::vector<Slice> u(nt), p(nt), r(nt);
   std::vector<PackedA<scalar_t>> hh, hr;
   hh.reserve(nt);
   hr.reserve(nt);
   for (int k = 0; k < nt; ++k) {
-    u[k] = slice_of(H, nt, k, Vec::size());
-    p[k] = slice_of(Hout, nt, k, Vec::size());
-    hh.emplace_back(kN, p[k].len, B, G, w_hh + p[k].begin, Hout, pack);
-    if (z.proj) hr.emplace_back(kN, u[k].len, B, Hout, w_hr + u[k].begin, H, pack);
+    const StepPart pu = step_part(by_rows, B, H, nt, k, Vec::size());
+    const StepPart pp = step_part(by_rows, B, Hout, nt, k, Vec::size());
+    u[k] = pu.cols;
+    p[k] = pp.cols;
+    r[k] = pu.rows;
+    hh.emplace_back(kN, p[k].len, r[k].len, G, w_hh + p[k].begin, Hout, pack);
+    if (z.proj) hr.emplace_back(kN, u[k].len, r[k].len, Hout, w_hr + u[k].begin, H, pack);
   }
+  const auto sync = [by_rows] {
+    if (!by_rows) barrier();
+  };
   return run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len, p0 = p[k].begin, pn = p[k].len;
+    const int64_t b0 = r[k].begin, nb = r[k].len, ro = b0 * Hout;
     scalar_t* dh = dh_a;     // gradient reaching h of the current step from later steps
     scalar_t* dh_nx = dh_b;  // ... and of the step before it
     for (int64_t s = T - 1; s >= 0; --s) {
@@ -330,12 +389,14 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
       const scalar_t* zh_t = zh ? zh + t * B * Hout : nullptr;
       const scalar_t* zc_t = zc ? zc + t * B * H : nullptr;
 
+      const bool* m_r = m_t ? m_t + b0 : nullptr;  // the member's rows from here
+      const scalar_t* zh_r = zh_t ? zh_t + ro : nullptr;
       if (z.proj) {
-        projected_dh(p0, pn, B, Hout, go_t, dh, m_t, zh_t, dht);
-        barrier();  // all of dh[t] is needed by every member's dr
-        hr[k].gemm(B, dht, Hout, scalar_t(0), dr_ws + j0, H);  // dr = dh W_hr, own units
+        projected_dh(p0, pn, nb, Hout, go_t + ro, dh + ro, m_r, zh_r, dht + ro);
+        sync();  // all of dh[t] is needed by every member's dr
+        hr[k].gemm(nb, dht + ro, Hout, scalar_t(0), dr_ws + b0 * H + j0, H);  // dr = dh W_hr
       }
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b0 + nb; ++b) {
         scalar_t* dg = dg_t + b * G + j0;
         if (m_t && !m_t[b]) {  // masked: no gate gradient, dc passes through
           for (int64_t q = 0; q < 4; ++q) std::memset(dg + q * H, 0, n * sizeof(scalar_t));
@@ -351,10 +412,11 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
                                dr_b, dc + b * H + j0, dg,
                                z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
       }
-      barrier();  // all of dgates[t] is needed by every member's dh GEMM
-      hh[k].gemm(B, dg_t, G, scalar_t(0), dh_nx + p0, Hout);  // dh_prev = dgates[t] W_hh
-      finish_dh_prev(p0, pn, B, Hout, go_t, dh, m_t, rk, zh_t, dh_nx);
-      barrier();  // dh_prev complete, and every read of dh done, before the swap
+      sync();  // all of dgates[t] is needed by every member's dh GEMM
+      hh[k].gemm(nb, dg_t + b0 * G, G, scalar_t(0), dh_nx + ro + p0, Hout);  // dgates[t] W_hh
+      finish_dh_prev(p0, pn, nb, Hout, go_t + ro, dh + ro, m_r, rk ? rk + ro : nullptr, zh_r,
+                     dh_nx + ro);
+      sync();  // dh_prev complete, and every read of dh done, before the swap
       std::swap(dh, dh_nx);
     }
   });
