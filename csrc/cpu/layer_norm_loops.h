@@ -158,9 +158,6 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
   }
   const Activation act = call.act, ract = call.ract;
   const bool zone_c = in.zc != nullptr, peep = in.pc != nullptr;
-  const auto sync = [by_rows] {
-    if (!by_rows) barrier();
-  };
   return run_team(nt, [&](int k) {
     S* tmp = io.scratch + k * kLnForwardScratch * H;
     for (int64_t s = 0; s < T; ++s) {
@@ -183,7 +180,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
       const Slice rr = rec[k].rows;
       hh[k].gemm(rr.len, h_in + rr.begin * Hout, Hout, S(0),
                  io.R + rr.begin * G + rec[k].cols.begin, G);
-      sync();
+      split_barrier(by_rows);
       for (int64_t b = rows[k].begin; b < rows[k].begin + rows[k].len; ++b) {
         const int64_t row = t * B + b;
         S* c = io.c_state + b * H;
@@ -206,7 +203,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
           recurrent_input<S>(0, Hout, 1, Hout, r, in.rk + b * Hout,
                              io.hk + ((s + 1) % 2) * B * Hout + b * Hout);
       }
-      sync();
+      split_barrier(by_rows);
       if (z.proj) {  // on the member's part of (B, Hout): offsets of its first row
         const Slice pr = prj[k].rows, po = prj[k].cols;
         const int64_t ro = pr.begin * Hout;
@@ -216,7 +213,7 @@ bool forward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
         if (in.rk)
           recurrent_input(po.begin, po.len, pr.len, Hout, out_t + ro, in.rk + ro,
                           io.hk + ((s + 1) % 2) * B * Hout + ro);
-        sync();
+        split_barrier(by_rows);
       }
     }
   });
@@ -267,9 +264,6 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
   }
   const Activation act = call.act, ract = call.ract;
   const bool zone = in.zc || in.zh, peep = in.pc != nullptr;
-  const auto sync = [by_rows] {
-    if (!by_rows) barrier();
-  };
   return run_team(nt, [&](int k) {
     S* a = io.acc + k * kLnAccWidth * H;
     const LnAcc<S> acc{a, a + 4 * H, a + 8 * H, a + 9 * H, a + 10 * H, a + 14 * H};
@@ -277,8 +271,8 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
     S* dh = io.dh_a;
     S* dh_nx = io.dh_b;
     // the member's part of dh_prev (B, Hout): its rows' offset, its columns
-    const Slice hr_rows = dhp[k].rows;
-    const int64_t ro = hr_rows.begin * Hout, p0 = dhp[k].cols.begin, pn = dhp[k].cols.len;
+    const Slice dh_rows = dhp[k].rows;
+    const int64_t ro = dh_rows.begin * Hout, p0 = dhp[k].cols.begin, pn = dhp[k].cols.len;
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = time_of(s, T, call.reverse);
       const int64_t tp = time_of(s - 1, T, call.reverse);
@@ -292,13 +286,13 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
       S* dP_t = io.dP + t * B * G;
       if (z.proj) {
         S* dht = io.dh_all + t * B * Hout;
-        projected_dh(p0, pn, hr_rows.len, Hout, go_t + ro, dh + ro, m_t ? m_t + hr_rows.begin : nullptr,
+        projected_dh(p0, pn, dh_rows.len, Hout, go_t + ro, dh + ro, m_t ? m_t + dh_rows.begin : nullptr,
                      zh_t ? zh_t + ro : nullptr, dht + ro);
-        sync();  // all of dh[t] for every member's dr
+        split_barrier(by_rows);  // all of dh[t] for every member's dr
         const Slice dr = drp[k].rows;
         hr[k].gemm(dr.len, dht + dr.begin * Hout, Hout, S(0),
                    io.dr_ws + dr.begin * H + drp[k].cols.begin, H);
-        sync();  // all of dr for the row pass
+        split_barrier(by_rows);  // all of dr for the row pass
       }
       for (int64_t b = rows[k].begin; b < rows[k].begin + rows[k].len; ++b) {
         const int64_t row = t * B + b;
@@ -317,13 +311,13 @@ bool backward_loop_ln(int nt, const LayerCall& call, const LoopInputs<S>& in,
                                          zc_t ? zc_t + b * H : nullptr, io.dc + b * H,
                                          dR_t + b * G, dP_t + b * G, r, acc, tmp);
       }
-      sync();  // all of dR[t] for every member's dh GEMM
-      hh[k].gemm(hr_rows.len, dR_t + hr_rows.begin * G, G, S(0), dh_nx + ro + p0,
+      split_barrier(by_rows);  // all of dR[t] for every member's dh GEMM
+      hh[k].gemm(dh_rows.len, dR_t + dh_rows.begin * G, G, S(0), dh_nx + ro + p0,
                  Hout);  // dh_prev = dR W_hh
-      finish_dh_prev(p0, pn, hr_rows.len, Hout, go_t + ro, dh + ro,
-                     m_t ? m_t + hr_rows.begin : nullptr, in.rk ? in.rk + ro : nullptr,
+      finish_dh_prev(p0, pn, dh_rows.len, Hout, go_t + ro, dh + ro,
+                     m_t ? m_t + dh_rows.begin : nullptr, in.rk ? in.rk + ro : nullptr,
                      zh_t ? zh_t + ro : nullptr, dh_nx + ro);
-      sync();
+      split_barrier(by_rows);
       std::swap(dh, dh_nx);
     }
   });

@@ -4,7 +4,8 @@
 // microseconds). So the CPU loops open ONE OpenMP parallel region per sequence: thread k
 // owns a contiguous slice of hidden units (its rows of W_hh, packed once), computes its
 // slice of the recurrent GEMM and the fused gate pass for it, and the team meets at a
-// barrier where a step needs the others' results. BLAS called inside runs single-threaded.
+// barrier where a step needs the others' results (or, split by batch rows, each thread
+// owns rows and never waits: TeamSplit below). BLAS called inside runs single-threaded.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -126,14 +127,14 @@ inline SpinBarrier*& team_barrier() {
   return b;
 }
 
+// Waits for the rest of the team (a team of one, outside run_team's region: nothing).
 inline void barrier() {
-  if (SpinBarrier* b = team_barrier()) {
-    b->wait();
-    return;
-  }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+  if (SpinBarrier* b = team_barrier()) b->wait();
+}
+
+// The barrier of a step split by units; a step split by rows needs none (TeamSplit).
+inline void split_barrier(bool by_rows) {
+  if (!by_rows) barrier();
 }
 
 // Runs body(k) on member k of a team of nt threads. Returns false, having run nothing,

@@ -264,9 +264,6 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
       hr.emplace_back(kT, p[k].len, pr[k].len, H, w_hr + p[k].begin * H, H, pack);
     }
   }
-  const auto sync = [by_rows] {
-    if (!by_rows) barrier();
-  };
   return run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len, n4 = 4 * n, Tc = chunk[k];
     const int64_t b0 = r[k].begin, nb = r[k].len;
@@ -312,19 +309,19 @@ bool forward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t>
         if (zh_t && !z.proj) blend_row(n, zh_t + b * Hout + j0, h_prev + b * Hout + j0, r);
       }
       if (z.proj) {  // on the member's part of (B, Hout): offsets of its first row
-        sync();
+        split_barrier(by_rows);
         const int64_t ro = pr[k].begin * Hout;
         project_step(hr[k], p[k].begin, p[k].len, pr[k].len, H, Hout, r_ws + pr[k].begin * H,
                      h_prev + ro, m_t ? m_t + pr[k].begin : nullptr, zh_t ? zh_t + ro : nullptr,
                      out_t + ro);
       }
       if (rk) {  // the next step's GEMM input, this member's part of h
-        const Slice hr_rows = z.proj ? pr[k] : r[k];
-        const int64_t ro = hr_rows.begin * Hout;
-        recurrent_input(z.proj ? p[k].begin : j0, z.proj ? p[k].len : n, hr_rows.len, Hout,
+        const Slice h_rows = z.proj ? pr[k] : r[k];
+        const int64_t ro = h_rows.begin * Hout;
+        recurrent_input(z.proj ? p[k].begin : j0, z.proj ? p[k].len : n, h_rows.len, Hout,
                         out_t + ro, rk + ro, hk + ((s + 1) % 2) * B * Hout + ro);
       }
-      sync();
+      split_barrier(by_rows);
     }
   });
 }
@@ -368,9 +365,6 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
     hh.emplace_back(kN, p[k].len, r[k].len, G, w_hh + p[k].begin, Hout, pack);
     if (z.proj) hr.emplace_back(kN, u[k].len, r[k].len, Hout, w_hr + u[k].begin, H, pack);
   }
-  const auto sync = [by_rows] {
-    if (!by_rows) barrier();
-  };
   return run_team(nt, [&](int k) {
     const int64_t j0 = u[k].begin, n = u[k].len, p0 = p[k].begin, pn = p[k].len;
     const int64_t b0 = r[k].begin, nb = r[k].len, ro = b0 * Hout;
@@ -393,7 +387,7 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
       const scalar_t* zh_r = zh_t ? zh_t + ro : nullptr;
       if (z.proj) {
         projected_dh(p0, pn, nb, Hout, go_t + ro, dh + ro, m_r, zh_r, dht + ro);
-        sync();  // all of dh[t] is needed by every member's dr
+        split_barrier(by_rows);  // all of dh[t] is needed by every member's dr
         hr[k].gemm(nb, dht + ro, Hout, scalar_t(0), dr_ws + b0 * H + j0, H);  // dr = dh W_hr
       }
       for (int64_t b = b0; b < b0 + nb; ++b) {
@@ -412,11 +406,11 @@ bool backward_loop_team(int nt, const LayerCall& call, const LoopInputs<scalar_t
                                dr_b, dc + b * H + j0, dg,
                                z.proj ? r_all + (t * B + b) * H + j0 : static_cast<scalar_t*>(nullptr));
       }
-      sync();  // all of dgates[t] is needed by every member's dh GEMM
+      split_barrier(by_rows);  // all of dgates[t] is needed by every member's dh GEMM
       hh[k].gemm(nb, dg_t + b0 * G, G, scalar_t(0), dh_nx + ro + p0, Hout);  // dgates[t] W_hh
       finish_dh_prev(p0, pn, nb, Hout, go_t + ro, dh + ro, m_r, rk ? rk + ro : nullptr, zh_r,
                      dh_nx + ro);
-      sync();  // dh_prev complete, and every read of dh done, before the swap
+      split_barrier(by_rows);  // dh_prev complete, and every read of dh done, before the swap
       std::swap(dh, dh_nx);
     }
   });
