@@ -8,7 +8,8 @@ import torch
 import torchlstm
 from torchlstm import _C
 
-OPS = ["layer_forward", "layer_inference", "layer_backward"]
+OPS = ["layer_forward", "layer_inference", "layer_backward", "layer_pair_forward",
+       "layer_pair_inference", "layer_pair_backward"]
 
 
 @pytest.mark.parametrize("name", OPS)

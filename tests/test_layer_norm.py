@@ -659,6 +659,13 @@ def test_op_opcheck_and_gradcheck():
     registration) and gradcheck through layer_forward, ln_w_* included."""
     torch.library.opcheck(_ops.ops.layer_forward, op_args())
     torch.library.opcheck(_ops.ops.layer_inference, op_args())
+    a = op_args()
+    out, h_n, c_n, gates, cs = _ops.ops.layer_forward(*a)
+    # (its outputs must be separate tensors: d_bias and d_ln were views of one buffer)
+    torch.library.opcheck(_ops.ops.layer_backward, (
+        torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), a[0], a[1], a[2],
+        a[3], a[4], None, None, out, gates, cs, False, 0, 1, None, None, None, None, None,
+        *a[17:22], a[5], a[6]))
     args = op_args(T=3, B=2, I=2, H=3, requires_grad=True)
     idx = [0, 1, 2, 3, 4, 5, 17, 18, 19, 20]
 

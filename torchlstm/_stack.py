@@ -1,5 +1,6 @@
 """The layer stack LSTM and RNN(cell) run: layers × directions, each ONE op call
-(torch.ops.torchlstm.layer_forward loops over time in C++/CUDA), nn.LSTM's dropout
+(torch.ops.torchlstm.layer_forward loops over time in C++/CUDA; a bidirectional layer's
+two directions one layer_pair_forward, which the CPU runs at once), nn.LSTM's dropout
 between layers, the Keras regularisers drawn per layer and direction, and autocast."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _regularizers
-from ._ops import LayerWeights, run_layer
+from ._ops import LayerWeights, run_layer, run_layer_pair
 from ._options import CellOptions
 
 
@@ -29,6 +30,14 @@ def autocast_cast(dtype: Optional[torch.dtype], *tensors):
     if dtype is None:
         return tensors
     return tuple(t if t is None else t.to(dtype) for t in tensors)
+
+
+def pair_op_allowed() -> bool:
+    """Whether a bidirectional layer runs as ONE pair op (both directions at once; see
+    csrc/ops.h) rather than two layer ops. Not while torch.export (and so the ONNX
+    exporter) or torch.jit.trace records the graph: the graph they keep has the
+    per-direction ops, which every exporter and runtime takes; the maths are the same."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights],
@@ -52,23 +61,31 @@ def run_stack(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[LayerWeights]
         x.requires_grad or h0.requires_grad or c0.requires_grad
         or any(t is not None and t.requires_grad for w in weights for t in w))
     T, B = x.shape[0], x.shape[1]
+    both_at_once = num_directions == 2 and pair_op_allowed()
+    acts = dict(activation=options.activation_id,
+                recurrent_activation=options.recurrent_activation_id, need_grad=need_grad,
+                layer_norm_eps=options.layer_norm_eps)
     h_n, c_n = [], []
     for layer in range(num_layers):
-        outs = []
-        for d in range(num_directions):
-            k = layer * num_directions + d
-            w = weights[k]
-            reg = _regularizers.draw(options, training, T, B, x.shape[2], w.w_hh.shape[1],
-                                     w.w_hh.shape[0] // 4, x, gen)
-            out, h, c = run_layer(x, h0[k], c0[k], w, mask=mask, reverse=d == 1,
-                                  activation=options.activation_id,
-                                  recurrent_activation=options.recurrent_activation_id,
-                                  reg=reg, need_grad=need_grad,
-                                  layer_norm_eps=options.layer_norm_eps)
-            outs.append(out)
-            h_n.append(h)
-            c_n.append(c)
-        x = outs[0] if num_directions == 1 else torch.cat(outs, dim=2)
+        ks = [layer * num_directions + d for d in range(num_directions)]
+        regs = [_regularizers.draw(options, training, T, B, x.shape[2],
+                                   weights[k].w_hh.shape[1], weights[k].w_hh.shape[0] // 4,
+                                   x, gen) for k in ks]
+        if both_at_once:
+            x, h, c = run_layer_pair(x, h0[ks[0]:ks[1] + 1], c0[ks[0]:ks[1] + 1],
+                                     tuple(weights[k] for k in ks), mask=mask, reg=tuple(regs),
+                                     **acts)
+            h_n.extend(h.unbind(0))
+            c_n.extend(c.unbind(0))
+        else:
+            outs = []
+            for d, k in enumerate(ks):
+                out, h, c = run_layer(x, h0[k], c0[k], weights[k], mask=mask, reverse=d == 1,
+                                      reg=regs[d], **acts)
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            x = outs[0] if num_directions == 1 else torch.cat(outs, dim=2)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
     if len(h_n) == 1:  # a view, not a copy

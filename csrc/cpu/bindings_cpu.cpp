@@ -24,6 +24,7 @@ namespace {
 const std::vector<std::string> kStepGemmNames = {"auto", "blas", "avx2", "avx512"};
 const std::vector<std::string> kLargeGemmNames = {"auto", "mkl", "openblas"};
 const std::vector<std::string> kTeamSplitNames = {"auto", "units", "rows"};
+const std::vector<std::string> kDirectionRunNames = {"auto", "sequential", "concurrent"};
 
 // The enum value named `name` among `names`, or an invalid_argument naming the choices.
 template <typename E>
@@ -62,6 +63,11 @@ LargeGemm large_gemm_from_env() {
 
 TeamSplit team_split_from_env() {
   return choice_from_env<TeamSplit>("TORCHLSTM_CPU_SPLIT", kTeamSplitNames, "CPU team split");
+}
+
+DirectionRun direction_run_from_env() {
+  return choice_from_env<DirectionRun>("TORCHLSTM_CPU_DIRECTIONS", kDirectionRunNames,
+                                       "CPU directions");
 }
 
 double fma_peak_gflops(const std::string& isa, int threads, double seconds);  // fma_peak.cpp
@@ -118,6 +124,16 @@ void bind(pybind11::module_& m) {
       "how the CPU time loops split a step between the team's threads: 'auto', 'units' "
       "(each its outputs of all batch rows, barriers between), 'rows' (each its batch rows, "
       "no barrier); returns the previous setting");
+  m.def(
+      "set_cpu_directions",
+      [](const std::string& name) {
+        const DirectionRun want =
+            choice_named<DirectionRun>(kDirectionRunNames, name, "CPU directions");
+        return kDirectionRunNames[direction_run_choice().exchange(static_cast<int>(want))];
+      },
+      "how the CPU runs the two directions of a bidirectional layer: 'auto', 'sequential' "
+      "(one after the other, each with the whole team), 'concurrent' (at once, one thread "
+      "each); returns the previous setting");
   m.def("cpu_load_openblas", &load_openblas,
         "loads OpenBLAS (scipy-openblas32's library) from the path for the large CPU GEMMs; "
         "false where it cannot", pybind11::arg("path"));

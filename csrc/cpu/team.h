@@ -9,10 +9,12 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <thread>
 
 #include <unistd.h>
@@ -68,6 +70,20 @@ inline std::atomic<int>& team_split_choice() {
 }
 inline TeamSplit team_split() {
   return static_cast<TeamSplit>(team_split_choice().load(std::memory_order_relaxed));
+}
+
+// How the CPU runs the two directions of a bidirectional layer's pair ops
+// (torchlstm._C.set_cpu_directions; TORCHLSTM_CPU_DIRECTIONS sets the start value):
+//   SEQUENTIAL: one after the other, each with the whole team.
+//   CONCURRENT: at once, one thread each (a team of two whose members each run one
+//               direction's time loop alone: no barrier at all between them).
+//   AUTO:       CONCURRENT where that uses the threads as well: two threads, or layers
+//               too small for a team of their own (ops_cpu.cpp, measured there).
+enum class DirectionRun : int { AUTO = 0, SEQUENTIAL = 1, CONCURRENT = 2 };
+DirectionRun direction_run_from_env();  // bindings_cpu.cpp
+inline std::atomic<int>& direction_run_choice() {
+  static std::atomic<int> choice{static_cast<int>(direction_run_from_env())};
+  return choice;
 }
 
 // One core's L2 cache in bytes, as the C library reports it (1 MiB where it does not).
@@ -160,6 +176,35 @@ bool run_team(int nt, const F& body) {
 #endif
   body(0);
   return true;
+}
+
+// Runs one(0) and one(1), the two directions of a layer: at once on a team of two
+// (`concurrent`, and outside any parallel region), else one after the other. Each
+// member runs with the caller's thread-local state (grad mode, dispatch keys: what
+// ATen's parallel_for passes on), and an exception thrown by either is rethrown here,
+// after both finished (none may leave an OpenMP region).
+template <typename F>
+void run_directions(bool concurrent, const F& one) {
+  if (concurrent && at::get_num_threads() >= 2 && !at::in_parallel_region()) {
+    const at::ThreadLocalState state;
+    std::exception_ptr error[2];
+    const bool ran = run_team(2, [&](int d) {
+      team_barrier() = nullptr;  // the member's own loop opens no team: no one to wait for
+      try {
+        const at::ThreadLocalStateGuard guard(state);
+        one(d);
+      } catch (...) {
+        error[d] = std::current_exception();
+      }
+    });
+    if (ran) {
+      for (const auto& e : error)
+        if (e) std::rethrow_exception(e);
+      return;
+    }
+  }
+  one(0);
+  one(1);
 }
 
 }  // namespace cpu

@@ -55,6 +55,13 @@ inline BackwardBuffers backward_buffers(const LayerCall& c) {
 }
 
 struct CudaBackend {
+  // The pair ops' two directions: one after the other, on the current stream.
+  template <typename F>
+  static void both_directions(const LayerSizes&, const F& one) {
+    one(0);
+    one(1);
+  }
+
   static ForwardResult forward(const LayerCall& c, bool save) {
     const c10::cuda::CUDAGuard guard(c.input.device());
     const LayerSizes& z = c.z;
